@@ -1,0 +1,71 @@
+# conversion-relay — the two commands a merchant's engineer needs are `make local` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Lambda runs python3.13; build and test with the same minor version (pyenv's if present).
+PYTHON_VERSION ?= 3.13
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
+PYTHON ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/$(PYTHON_VERSION).*/bin/python$(PYTHON_VERSION)) \
+                      $(shell command -v python$(PYTHON_VERSION) 2>/dev/null) python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+# sam build needs the runtime's exact interpreter on PATH.
+SAM_PATH := $(dir $(PYTHON)):$(PATH)
+
+.PHONY: help install lint format test test-fast local validate build events bench clean
+
+help:
+	@echo "make local     run the whole relay on 127.0.0.1 (moto + fake destinations), Ctrl-C to stop"
+	@echo "make test      install, lint, and run the whole test suite"
+	@echo "make validate  sam validate --lint, cfn-lint on the template and on its SAM-transformed form"
+	@echo "make build     sam build (offline, arm64) and compile hash-based .pyc into the artifacts"
+	@echo "make events    regenerate the signed sample events in events/"
+
+$(BIN)/.installed: requirements-dev.txt layers/shared/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+$(SAM_VENV)/.installed: requirements-sam.txt
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q -r requirements-sam.txt
+	touch $@
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -x --ignore=tests/integration
+
+local: install
+	$(BIN)/python -m relay_local
+
+validate: install $(SAM_VENV)/.installed
+	AWS_DEFAULT_REGION=us-east-1 $(SAM) validate --lint
+	$(BIN)/cfn-lint template.yaml
+	mkdir -p build
+	AWS_DEFAULT_REGION=us-east-1 $(BIN)/python tools/sam2cfn.py template.yaml build/cfn.json
+	$(BIN)/cfn-lint build/cfn.json
+
+build: $(SAM_VENV)/.installed
+	PATH="$(SAM_PATH)" $(SAM) build
+	$(PYTHON) -m compileall -q --invalidation-mode unchecked-hash .aws-sam/build
+
+events: install
+	$(BIN)/python tools/make_events.py
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam build .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""One module per destination: map, validate, send, classify."""

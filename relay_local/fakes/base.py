@@ -1,0 +1,159 @@
+"""A small threaded HTTP server on 127.0.0.1 that fake destinations build on.
+
+Each fake implements `respond(request)` with the real API's documented rules, records every
+request it received (what `make local` shows and what tests assert), and can be told to
+misbehave: answer a status for the next N requests, or add latency.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: Any = None  # dict/list -> JSON; str -> text; None -> empty
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> tuple[bytes, str]:
+        if self.body is None:
+            return b"", "text/plain"
+        if isinstance(self.body, str):
+            return self.body.encode(), "text/plain; charset=utf-8"
+        return json.dumps(self.body).encode(), "application/json"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the next matching requests get instead of the real answer."""
+
+    status: int | None = None  # None: no HTTP answer at all (connection dropped)
+    body: Any = None
+    delay_seconds: float = 0.0
+
+
+class FakeServer:
+    name = "fake"
+
+    def __init__(self, port: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._faults: deque[Fault] = deque()
+        self.latency_seconds = 0.0
+        self.received: list[Request] = []  # every request, including faulted ones
+        self.accepted: list[Request] = []  # requests the fake answered with success
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # -- control -------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail_next(self, count: int, status: int | None, body: Any = None, delay_seconds: float = 0.0) -> None:
+        with self._lock:
+            self._faults.extend(Fault(status, body, delay_seconds) for _ in range(count))
+
+    def reset(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self.received.clear()
+            self.accepted.clear()
+            self.latency_seconds = 0.0
+
+    # -- to implement --------------------------------------------------------------------------------
+    def respond(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+    def _record(self, request: Request, response: Response | None) -> None:
+        with self._lock:
+            self.received.append(request)
+            if response is not None and 200 <= response.status < 300:
+                self.accepted.append(request)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # keep test and `make local` output clean; fakes show what they got elsewhere
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                request = Request(
+                    method=self.command,
+                    path=parts.path,
+                    query=parse_qs(parts.query),
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                )
+                if fake.latency_seconds:
+                    time.sleep(fake.latency_seconds)
+                fault = fake._next_fault()
+                if fault is not None:
+                    if fault.delay_seconds:
+                        time.sleep(fault.delay_seconds)
+                    if fault.status is None:
+                        fake._record(request, None)
+                        self.close_connection = True
+                        self.connection.close()
+                        return
+                    response = Response(fault.status, fault.body)
+                else:
+                    try:
+                        response = fake.respond(request)
+                    except Exception as error:  # a bug in a fake must show, not hang the client
+                        response = Response(500, {"fake_error": repr(error)})
+                fake._record(request, response)
+                payload, content_type = response.encode()
+                self.send_response(response.status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in response.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_POST = _serve
+            do_GET = _serve
+
+        return Handler

@@ -103,7 +103,9 @@ class ConversionEvent:
     name: str  # purchase | refund | subscription_start | subscription_renewal | custom
     occurred_at: datetime  # UTC, from the provider object, not the arrival time
     source: Source
-    value: Decimal | None = None  # major units
+    # Major units, never negative: a refund carries the amount refunded and each destination applies
+    # its own sign convention (GA4 reports refunds as positive values, AppsFlyer wants negative revenue).
+    value: Decimal | None = None
     currency: str | None = None  # ISO 4217, upper case
     transaction_id: str | None = None
     items: tuple[Item, ...] = ()

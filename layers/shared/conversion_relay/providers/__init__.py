@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from conversion_relay.errors import UnknownProvider
 from conversion_relay.model import ConversionEvent
 
-# path segment -> module under conversion_relay.providers
+# path segment -> module under conversion_relay.providers; each module exposes PROVIDER
 REGISTRY: dict[str, str] = {
     "stripe": "stripe",
 }
@@ -46,4 +46,4 @@ def get_provider(name: str) -> Provider:
     if module_name is None:
         known = ", ".join(sorted(REGISTRY))
         raise UnknownProvider(f"no provider named {name!r}; this relay serves: {known}")
-    return importlib.import_module(f"conversion_relay.providers.{module_name}")  # type: ignore[return-value]
+    return importlib.import_module(f"conversion_relay.providers.{module_name}").PROVIDER

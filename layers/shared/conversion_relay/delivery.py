@@ -111,6 +111,8 @@ def process_batch(
                 settled.append(Settled(record, result, event.event_id))
             else:
                 prepared_pairs.append((record, result))
+                for reason in result.dropped_identifiers:
+                    metrics.add_metric(f"IdentifierDropped_{reason}", MetricUnit.Count, 1)
         if prepared_pairs:
             outcomes = _send(destination, [prepared for _, prepared in prepared_pairs])
             settled.extend(

@@ -54,6 +54,8 @@ class Prepared:
     payload: dict[str, Any]
     # Events with the same group key may share one request (GA4: same user; Meta: same pixel).
     group_key: str = ""
+    # Reason codes of identifiers left out as invalid (e.g. "invalid_email"): counted, never fatal.
+    dropped_identifiers: tuple[str, ...] = ()
 
 
 class Destination(Protocol):

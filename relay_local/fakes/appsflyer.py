@@ -29,7 +29,7 @@ def _bad_request(error: str) -> Response:
 
 
 class FakeAppsflyer(FakeServer):
-    name = "fake-appsflyer"
+    name = "appsflyer"
 
     def __init__(
         self,
@@ -63,6 +63,15 @@ class FakeAppsflyer(FakeServer):
             self.max_in_flight = self.in_flight
 
     # -- rules ---------------------------------------------------------------------------------------
+    def summarize(self, event: dict[str, Any]) -> dict[str, Any]:
+        values = event.get("eventValue") or {}
+        return {
+            "event": event.get("eventName"),
+            "id": values.get("af_order_id") if isinstance(values, dict) else None,
+            "value": event.get("eventRevenue"),
+            "currency": event.get("eventRevenueCurrency"),
+        }
+
     def respond(self, request: Request) -> Response:
         parts = request.path.strip("/").split("/")
         if (

@@ -52,7 +52,12 @@ class Fault:
     delay_seconds: float = 0.0
 
 
+RECEIVED_PATH = "/_received"
+
+
 class FakeServer:
+    """Subclasses keep `self.events` (what they accepted) and implement `respond` and `summarize`."""
+
     name = "fake"
 
     def __init__(self, port: int = 0) -> None:
@@ -91,8 +96,18 @@ class FakeServer:
             self.accepted.clear()
             self.latency_seconds = 0.0
 
+    def summary(self) -> list[dict[str, Any]]:
+        """What the fake accepted, one PII-free line per event (served at GET /_received)."""
+        with self._lock:
+            events = list(getattr(self, "events", []))
+        return [self.summarize(event) for event in events]
+
     # -- to implement --------------------------------------------------------------------------------
     def respond(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def summarize(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Event name, id, value and currency of one accepted event; never user data or credentials."""
         raise NotImplementedError
 
     # -- plumbing ------------------------------------------------------------------------------------
@@ -119,6 +134,13 @@ class FakeServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
+                if self.command == "GET" and parts.path == RECEIVED_PATH:
+                    # Inspection, not traffic: answered before faults and never recorded.
+                    events = fake.summary()
+                    self._write(
+                        Response(200, {"destination": fake.name, "count": len(events), "events": events})
+                    )
+                    return
                 request = Request(
                     method=self.command,
                     path=parts.path,
@@ -144,6 +166,9 @@ class FakeServer:
                     except Exception as error:  # a bug in a fake must show, not hang the client
                         response = Response(500, {"fake_error": repr(error)})
                 fake._record(request, response)
+                self._write(response)
+
+            def _write(self, response: Response) -> None:
                 payload, content_type = response.encode()
                 self.send_response(response.status)
                 self.send_header("Content-Type", content_type)

@@ -172,6 +172,15 @@ class FakeGa4(FakeServer):
             self.requests.clear()
             self.events.clear()
 
+    def summarize(self, event: dict[str, Any]) -> dict[str, Any]:
+        params = event.get("params") or {}
+        return {
+            "event": event.get("name"),
+            "id": params.get("transaction_id"),
+            "value": params.get("value"),
+            "currency": params.get("currency"),
+        }
+
     def respond(self, request: Request) -> Response:
         if request.method != "POST":
             return Response(405, "POST only")

@@ -55,7 +55,7 @@ class _Invalid(Exception):
 
 
 class FakeMeta(FakeServer):
-    name = "fake-meta"
+    name = "meta"
 
     def __init__(
         self,
@@ -87,6 +87,15 @@ class FakeMeta(FakeServer):
             self._throttles.clear()
 
     # -- the API -------------------------------------------------------------------------------------
+    def summarize(self, event: dict[str, Any]) -> dict[str, Any]:
+        custom = event.get("custom_data") or {}
+        return {
+            "event": event.get("event_name"),
+            "id": event.get("event_id"),
+            "value": custom.get("value"),
+            "currency": custom.get("currency"),
+        }
+
     def respond(self, request: Request) -> Response:
         match = _PATH.match(request.path)
         if request.method != "POST" or match is None:

@@ -66,6 +66,7 @@ class Person:
     zip: str | None = None
     country: str | None = None
     external_id: str | None = None  # the merchant's customer id
+    street: str | None = None  # address line (GA4 user_data hashes it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,15 @@ class Context:
     event_source_url: str | None = None
     referrer_url: str | None = None
     action_source: str | None = None
+    # GA4 `device` (optional; GA4 ignores user_agent when a device object is sent).
+    device_category: str | None = None  # desktop | tablet | mobile | smart TV
+    device_language: str | None = None  # ISO 639-1, e.g. "ko"
+    screen_resolution: str | None = None  # "WIDTHxHEIGHT"
+    # AppsFlyer mobile S2S (app conversions): the device's AppsFlyer ID, and for iOS the OS version and
+    # App Tracking Transparency status ("0".."3") the app reported.
+    appsflyer_id: str | None = None
+    app_os_version: str | None = None
+    att_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +105,33 @@ class Consent:
     data_processing_options: tuple[str, ...] | None = None
     data_processing_options_country: int | None = None
     data_processing_options_state: int | None = None
+    # Meta's opt_out: use the event for attribution only, never for ad delivery optimization.
+    opt_out: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """Mobile app context for app events (Meta app_data). Empty for web and server-only conversions."""
+
+    # Meta's 16 positional device fields (version a2/i2, package, short/long version, OS version, ...).
+    extinfo: tuple[str, ...] | None = None
+    advertiser_tracking_enabled: bool | None = None  # iOS ATT granted
+    application_tracking_enabled: bool | None = None  # the app's own tracking switch
+    install_referrer: str | None = None
+    installer_package: str | None = None
+    url_schemes: tuple[str, ...] | None = None
+    anon_id: str | None = None  # app install id (Meta user_data.anon_id)
+    madid: str | None = None  # IDFA / GAID (Meta user_data.madid)
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """The earlier conversion a delayed event (refund, renewal) belongs to, when the provider knows it."""
+
+    event_id: str | None = None  # canonical event_id of the original conversion
+    name: str | None = None  # canonical name of the original conversion, e.g. "purchase"
+    transaction_id: str | None = None
+    occurred_at: str | None = None  # ISO 8601 with offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +155,13 @@ class ConversionEvent:
     consent: Consent = field(default_factory=Consent)
     properties: dict[str, str] = field(default_factory=dict)  # custom event parameters
     schema_version: int = SCHEMA_VERSION
+    # Per-user attributes (GA4 user_properties); appended after schema_version to keep field order.
+    user_properties: dict[str, str] = field(default_factory=dict)
+    # Meta custom_data.predicted_ltv, major units; app data and the original conversion (Meta app_data,
+    # original_event_data). Appended for the same reason.
+    predicted_ltv: Decimal | None = None
+    app: App = field(default_factory=App)
+    original: Original = field(default_factory=Original)
 
     @property
     def livemode(self) -> bool:
@@ -167,6 +211,10 @@ class ConversionEvent:
             context=_section(Context, data.get("context"), "context"),
             consent=_section(Consent, data.get("consent"), "consent"),
             properties=_properties(data.get("properties")),
+            user_properties=_properties(data.get("user_properties"), "user_properties"),
+            predicted_ltv=_decimal(data.get("predicted_ltv"), "predicted_ltv"),
+            app=_section(App, data.get("app"), "app"),
+            original=_section(Original, data.get("original"), "original"),
         )
 
 
@@ -277,12 +325,12 @@ def _is_required(model_field: Any) -> bool:
     return model_field.default is MISSING and model_field.default_factory is MISSING
 
 
-def _properties(raw: Any) -> dict[str, str]:
+def _properties(raw: Any, path: str = "properties") -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict) or not all(
         isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
         for k, v in raw.items()
     ):
-        raise InvalidEvent("properties", "must be an object of string keys to string or number values")
+        raise InvalidEvent(path, "must be an object of string keys to string or number values")
     return {key: str(value) for key, value in raw.items()}

@@ -10,7 +10,9 @@ second opinion, re-read from Google's docs): do not import the destination's val
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,11 +29,13 @@ MAX_EVENTS = 25
 MAX_PARAMS = 25
 MAX_NAME = 40
 MAX_VALUE = 100
+MAX_VALUE_360 = 500  # GA4 360 properties
 MAX_ITEM_CUSTOM_PARAMS = 10
 MAX_USER_PROPERTIES = 25
 MAX_USER_PROPERTY_NAME = 24
 MAX_USER_PROPERTY_VALUE = 36
 MAX_BODY_BYTES = 130_000  # "smaller than 130kB"; the decimal reading is the stricter one
+MAX_USER_ID = 256
 BACKDATE_LIMIT = timedelta(hours=72)
 FUTURE_SLACK = timedelta(seconds=60)
 CLIENT_ID = re.compile(r"[0-9]+\.[0-9]+")
@@ -72,6 +76,9 @@ RESERVED_EVENTS = frozenset(
     ]
 )
 APP_ONLY_EVENTS = frozenset({"ad_impression", "in_app_purchase", "screen_view"})
+# Tag-side reserved names (support answer 13316687), stricter than the MP list on purpose: a server event
+# under these names would be mixed up with Google's own app-store subscription events.
+RESERVED_EVENT_PREFIXES = ("app_store_subscription_",)
 RESERVED_PARAMS = frozenset({"firebase_conversion"})
 RESERVED_PARAM_PREFIXES = ("_", "firebase_", "ga_", "google_", "gtag.")
 RESERVED_USER_PROPERTIES = frozenset(
@@ -120,6 +127,32 @@ TOP_LEVEL_KEYS = frozenset(
     ]
 )
 EVENT_KEYS = frozenset({"name", "params", "timestamp_micros"})
+USER_DATA_LIMITS = {"sha256_email_address": 3, "sha256_phone_number": 3, "address": 2}
+ADDRESS_KEYS = frozenset(
+    ["sha256_first_name", "sha256_last_name", "sha256_street", "city", "region", "postal_code", "country"]
+)
+LOCATION_PATTERNS = {
+    "city": re.compile(r".+", re.DOTALL),
+    "region_id": re.compile(r"[A-Z]{2}-[A-Z0-9]{1,3}"),
+    "country_id": re.compile(r"[A-Z]{2}"),
+    "subcontinent_id": re.compile(r"[0-9]{3}"),
+    "continent_id": re.compile(r"[0-9]{3}"),
+}
+DEVICE_KEYS = frozenset(
+    [
+        "category",
+        "language",
+        "screen_resolution",
+        "operating_system",
+        "operating_system_version",
+        "model",
+        "brand",
+        "browser",
+        "browser_version",
+    ]
+)
+DEVICE_CATEGORIES = frozenset({"desktop", "tablet", "mobile", "smart TV"})
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 CONSENT_VALUES = frozenset({"GRANTED", "DENIED"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -152,13 +185,28 @@ class FakeGa4(FakeServer):
         *,
         credentials: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] | None = None,
+        max_value_length: int = MAX_VALUE,
     ) -> None:
+        """max_value_length: 100 for a standard property, 500 (MAX_VALUE_360) for GA4 360."""
         super().__init__(port)
+        self.max_value_length = max_value_length
         # measurement_id -> api_secret pairs this "property" knows.
         self.credentials = dict(credentials or {DEFAULT_MEASUREMENT_ID: DEFAULT_API_SECRET})
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.requests: list[Ga4Request] = []
         self.events: list[dict[str, Any]] = []  # events Google would have recorded, each with its client_id
+
+    @classmethod
+    def from_secret(cls, secret: Mapping[str, Any], port: int = 0, **kwargs: Any) -> FakeGa4:
+        """A fake knowing every stream of a GA4 secret: the single-stream or the multi-stream shape."""
+        streams = secret.get("streams")
+        if isinstance(streams, list):
+            credentials = {
+                str(s["measurement_id"]): str(s["api_secret"]) for s in streams if isinstance(s, dict)
+            }
+        else:
+            credentials = {str(secret["measurement_id"]): str(secret["api_secret"])}
+        return cls(port, credentials=credentials, **kwargs)
 
     @property
     def validation_messages(self) -> list[dict[str, str]]:
@@ -192,7 +240,7 @@ class FakeGa4(FakeServer):
         if not debug:
             # Google's validation server skips these, but production drops the hit when they are wrong.
             self._check_credentials(request, measurement_id, messages)
-        body = validate(request.body, self.clock(), messages)
+        body = validate(request.body, self.clock(), messages, max_value_length=self.max_value_length)
         recorded = Ga4Request(request.path, debug, measurement_id, body, messages.items)
         with self._lock:
             self.requests.append(recorded)
@@ -233,6 +281,8 @@ def _flatten(body: dict[str, Any], measurement_id: str | None) -> list[dict[str,
             "client_id": body.get("client_id"),
             "user_id": body.get("user_id"),
             "consent": body.get("consent"),
+            "user_properties": body.get("user_properties"),
+            "has_user_data": "user_data" in body,
             "name": event.get("name"),
             "params": event.get("params", {}),
             "timestamp_micros": event.get("timestamp_micros", shared_time),
@@ -242,7 +292,9 @@ def _flatten(body: dict[str, Any], measurement_id: str | None) -> list[dict[str,
 
 
 # -- the validation server's rules ---------------------------------------------------------------------
-def validate(raw: bytes, now: datetime, messages: _Messages | None = None) -> Any:
+def validate(
+    raw: bytes, now: datetime, messages: _Messages | None = None, *, max_value_length: int = MAX_VALUE
+) -> Any:
     """Parse a request body and add every rule it breaks to `messages`; returns the parsed body (or None)."""
     out = messages if messages is not None else _Messages()
     if len(raw) >= MAX_BODY_BYTES:
@@ -259,8 +311,13 @@ def validate(raw: bytes, now: datetime, messages: _Messages | None = None) -> An
             seen[key] = value
         return seen
 
+    def non_finite(constant: str) -> float:
+        # Python's json accepts NaN and Infinity; JSON (and Google) does not.
+        out.add("", "VALUE_INVALID", f"[{constant}] is not a JSON number.")
+        return math.nan
+
     try:
-        body = json.loads(raw, object_pairs_hook=pairs)
+        body = json.loads(raw, object_pairs_hook=pairs, parse_constant=non_finite)
     except (ValueError, UnicodeDecodeError):
         out.add("", "VALUE_INVALID", "Unable to parse the request body as JSON.")
         return None
@@ -275,6 +332,20 @@ def validate(raw: bytes, now: datetime, messages: _Messages | None = None) -> An
     _client(body, out)
     if "user_id" in body and (not isinstance(body["user_id"], str) or not body["user_id"]):
         out.add("user_id", "VALUE_INVALID", "user_id must be a non-empty string.")
+    elif isinstance(body.get("user_id"), str) and len(body["user_id"]) > MAX_USER_ID:
+        out.add("user_id", "VALUE_OUT_OF_BOUNDS", f"user_id is over {MAX_USER_ID} characters.")
+    if "user_data" in body:
+        _user_data(body["user_data"], out)
+        if not body.get("user_id"):
+            out.add("user_id", "VALUE_REQUIRED", "user_id is required when user_data is sent.")
+    _location(body.get("user_location"), out)
+    if "ip_override" in body and not _is_ip(body["ip_override"]):
+        out.add("ip_override", "VALUE_INVALID", "ip_override must be an IP address.")
+    _device(body.get("device"), out)
+    if "user_agent" in body and not isinstance(body["user_agent"], str):
+        out.add("user_agent", "VALUE_INVALID", "user_agent must be a string.")
+    if body.get("validation_behavior", "RELAXED") not in ("RELAXED", "ENFORCE_RECOMMENDATIONS"):
+        out.add("validation_behavior", "VALUE_INVALID", "Unknown validation_behavior.")
     if "timestamp_micros" in body:
         _time("timestamp_micros", body["timestamp_micros"], now, out)
     _consent(body.get("consent"), out)
@@ -291,8 +362,83 @@ def validate(raw: bytes, now: datetime, messages: _Messages | None = None) -> An
         if len(events) > MAX_EVENTS:
             out.add("events", "EXCEEDED_MAX_ENTITIES", f"A request may carry at most {MAX_EVENTS} events.")
         for index, event in enumerate(events):
-            _event(f"events[{index}]", index, event, now, out)
+            _event(f"events[{index}]", index, event, now, out, max_value_length)
     return body
+
+
+def _is_ip(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _user_data(user_data: Any, out: _Messages) -> None:
+    if not isinstance(user_data, dict):
+        out.add("user_data", "VALUE_INVALID", "user_data must be an object.")
+        return
+    for key, value in user_data.items():
+        path = f"user_data.{key}"
+        if key not in USER_DATA_LIMITS:
+            out.add(path, "VALUE_INVALID", f"Unknown user_data field [{key}].")
+            continue
+        entries = value if isinstance(value, list) else [value]
+        if len(entries) > USER_DATA_LIMITS[key]:
+            out.add(path, "EXCEEDED_MAX_ENTITIES", f"At most {USER_DATA_LIMITS[key]} values for [{key}].")
+        for index, entry in enumerate(entries):
+            entry_path = f"{path}[{index}]" if isinstance(value, list) else path
+            if key != "address":
+                if not (isinstance(entry, str) and SHA256_HEX.fullmatch(entry)):
+                    out.add(entry_path, "VALUE_INVALID", "Must be a hex-encoded SHA-256 hash.")
+                continue
+            if not isinstance(entry, dict):
+                out.add(entry_path, "VALUE_INVALID", "An address must be an object.")
+                continue
+            for field_name, field_value in entry.items():
+                field_path = f"{entry_path}.{field_name}"
+                if field_name not in ADDRESS_KEYS:
+                    out.add(field_path, "VALUE_INVALID", f"Unknown address field [{field_name}].")
+                elif field_name.startswith("sha256_"):
+                    if not (isinstance(field_value, str) and SHA256_HEX.fullmatch(field_value)):
+                        out.add(field_path, "VALUE_INVALID", "Must be a hex-encoded SHA-256 hash.")
+                elif not isinstance(field_value, str) or not field_value:
+                    out.add(field_path, "VALUE_INVALID", "Must be a non-empty string.")
+                elif field_name == "country" and not re.fullmatch(r"[A-Z]{2}", field_value):
+                    out.add(field_path, "VALUE_INVALID", "country must be ISO 3166-1 alpha-2.")
+
+
+def _location(location: Any, out: _Messages) -> None:
+    if location is None:
+        return
+    if not isinstance(location, dict):
+        out.add("user_location", "VALUE_INVALID", "user_location must be an object.")
+        return
+    for key, value in location.items():
+        pattern = LOCATION_PATTERNS.get(key)
+        if pattern is None:
+            out.add(f"user_location.{key}", "VALUE_INVALID", f"Unknown user_location field [{key}].")
+        elif not isinstance(value, str) or not pattern.fullmatch(value):
+            out.add(f"user_location.{key}", "VALUE_INVALID", f"Invalid value for [{key}].")
+
+
+def _device(device: Any, out: _Messages) -> None:
+    if device is None:
+        return
+    if not isinstance(device, dict):
+        out.add("device", "VALUE_INVALID", "device must be an object.")
+        return
+    for key, value in device.items():
+        if key not in DEVICE_KEYS:
+            out.add(f"device.{key}", "VALUE_INVALID", f"Unknown device field [{key}].")
+        elif not isinstance(value, str) or not value:
+            out.add(f"device.{key}", "VALUE_INVALID", f"[{key}] must be a non-empty string.")
+        elif key == "category" and value not in DEVICE_CATEGORIES:
+            out.add(
+                "device.category", "VALUE_INVALID", "category must be desktop, tablet, mobile or smart TV."
+            )
 
 
 def _client(body: dict[str, Any], out: _Messages) -> None:
@@ -341,14 +487,23 @@ def _user_properties(properties: Any, out: _Messages) -> None:
         path = f"user_properties.{key}"
         if key in RESERVED_USER_PROPERTIES or key.startswith(RESERVED_USER_PROPERTY_PREFIXES):
             out.add(path, "NAME_RESERVED", f"User property name [{key}] is reserved.")
-        elif len(key) > MAX_USER_PROPERTY_NAME or not NAME.fullmatch(key):
+        elif len(key) > MAX_USER_PROPERTY_NAME:
+            out.add(
+                path, "VALUE_OUT_OF_BOUNDS", f"User property name is over {MAX_USER_PROPERTY_NAME} chars."
+            )
+        elif not NAME.fullmatch(key):
             out.add(path, "NAME_INVALID", f"User property name [{key}] is invalid.")
         value = holder.get("value") if isinstance(holder, dict) else None
-        if isinstance(value, str) and len(value) > MAX_USER_PROPERTY_VALUE:
-            out.add(f"{path}.value", "VALUE_OUT_OF_BOUNDS", f"At most {MAX_USER_PROPERTY_VALUE} characters.")
+        if isinstance(value, str):
+            if len(value) > MAX_USER_PROPERTY_VALUE:
+                out.add(
+                    f"{path}.value", "VALUE_OUT_OF_BOUNDS", f"At most {MAX_USER_PROPERTY_VALUE} characters."
+                )
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            out.add(f"{path}.value", "VALUE_INVALID", "A user property value must be a string or a number.")
 
 
-def _event(path: str, index: int, event: Any, now: datetime, out: _Messages) -> None:
+def _event(path: str, index: int, event: Any, now: datetime, out: _Messages, max_value: int) -> None:
     if not isinstance(event, dict):
         out.add(path, "VALUE_INVALID", f"Event at index: [{index}] must be an object.")
         return
@@ -371,7 +526,7 @@ def _event(path: str, index: int, event: Any, now: datetime, out: _Messages) -> 
             f"Event at index: [{index}] has invalid name [{name}]. Names must start with an alphabetic "
             "character and contain only alphanumerics and underscores.",
         )
-    elif name in RESERVED_EVENTS or name in APP_ONLY_EVENTS:
+    elif name in RESERVED_EVENTS or name in APP_ONLY_EVENTS or name.startswith(RESERVED_EVENT_PREFIXES):
         out.add(f"{path}.name", "NAME_RESERVED", f"Event at index: [{index}] has reserved name [{name}].")
     if "timestamp_micros" in event:
         _time(f"{path}.timestamp_micros", event["timestamp_micros"], now, out)
@@ -385,7 +540,7 @@ def _event(path: str, index: int, event: Any, now: datetime, out: _Messages) -> 
         param_path = f"{path}.params.{key}"
         _param_name(param_path, key, out)
         if key == "items":
-            _items(param_path, value, out)
+            _items(param_path, value, out, max_value)
         elif key == "session_id":
             if isinstance(value, bool) or not (
                 isinstance(value, int | float) or (isinstance(value, str) and value.isdigit())
@@ -395,7 +550,7 @@ def _event(path: str, index: int, event: Any, now: datetime, out: _Messages) -> 
             if isinstance(value, bool) or not isinstance(value, int | float):
                 out.add(param_path, "VALUE_INVALID", f"[{key}] must be a number.")
         else:
-            _scalar(param_path, value, out)
+            _scalar(param_path, value, out, max_value)
     if "value" in params and not params.get("currency"):
         out.add(f"{path}.params.currency", "VALUE_REQUIRED", "Currency is required when value is set.")
     currency = params.get("currency")
@@ -414,15 +569,15 @@ def _param_name(path: str, key: str, out: _Messages) -> None:
         out.add(path, "NAME_INVALID", f"Parameter name [{key}] is invalid.")
 
 
-def _scalar(path: str, value: Any, out: _Messages) -> None:
+def _scalar(path: str, value: Any, out: _Messages, max_value: int) -> None:
     if isinstance(value, str):
-        if len(value) > MAX_VALUE:
-            out.add(path, "VALUE_OUT_OF_BOUNDS", f"Value is over {MAX_VALUE} characters.")
+        if len(value) > max_value:
+            out.add(path, "VALUE_OUT_OF_BOUNDS", f"Value is over {max_value} characters.")
     elif isinstance(value, bool) or not isinstance(value, int | float):
         out.add(path, "VALUE_INVALID", "Parameter values must be strings or numbers.")
 
 
-def _items(path: str, items: Any, out: _Messages) -> None:
+def _items(path: str, items: Any, out: _Messages, max_value: int) -> None:
     if not isinstance(items, list):
         out.add(path, "VALUE_INVALID", "items must be a list.")
         return
@@ -444,4 +599,4 @@ def _items(path: str, items: Any, out: _Messages) -> None:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     out.add(f"{item_path}.{key}", "VALUE_INVALID", f"[{key}] must be a number.")
             else:
-                _scalar(f"{item_path}.{key}", value, out)
+                _scalar(f"{item_path}.{key}", value, out, max_value)

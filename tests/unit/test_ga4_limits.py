@@ -20,6 +20,7 @@ from conversion_relay import config
 from conversion_relay.destinations.base import Outcome, Prepared, Status
 from conversion_relay.destinations.ga4 import (
     Ga4Destination,
+    Ga4Options,
     encode_body,
     map_event,
     merge_bodies,
@@ -28,7 +29,8 @@ from conversion_relay.destinations.ga4 import (
 )
 from conversion_relay.http import new_session
 from conversion_relay.model import PURCHASE, Consent, Context, ConversionEvent, Item, Source
-from relay_local.fakes.ga4 import FakeGa4
+from relay_local.fakes import ga4 as fake_ga4
+from relay_local.fakes.ga4 import MAX_VALUE_360, FakeGa4
 
 MEASUREMENT_ID = "G-LIMITS0001"
 API_SECRET = "ga4-limits-secret"
@@ -183,6 +185,50 @@ BOUNDARIES = [
         ("timestamp_micros", "VALUE_OUT_OF_BOUNDS", None),
     ),
     ("value without currency", make_event(currency=None), (f"{P}.currency", "VALUE_REQUIRED", None)),
+    ("currency not ISO 4217", make_event(currency="usd"), (f"{P}.currency", "VALUE_INVALID", None)),
+    # user properties: 25 of them, names <= 24, values <= 36, reserved names and prefixes
+    ("user property name 24 chars", make_event(user_properties={"u" * 24: "x"}), None),
+    (
+        "user property name 25 chars",
+        make_event(user_properties={"u" * 25: "x"}),
+        (f"user_properties.{'u' * 25}", "VALUE_OUT_OF_BOUNDS", None),
+    ),
+    ("user property value 36 chars", make_event(user_properties={"plan": "v" * 36}), None),
+    (
+        "user property value 37 chars",
+        make_event(user_properties={"plan": "v" * 37}),
+        ("user_properties.plan.value", "VALUE_OUT_OF_BOUNDS", None),
+    ),
+    ("25 user properties", make_event(user_properties={f"u{i}": "x" for i in range(25)}), None),
+    (
+        "26 user properties",
+        make_event(user_properties={f"u{i}": "x" for i in range(26)}),
+        ("user_properties", "EXCEEDED_MAX_ENTITIES", None),
+    ),
+    (
+        "user property name digit first",
+        make_event(user_properties={"1tier": "x"}),
+        ("user_properties.1tier", "NAME_INVALID", None),
+    ),
+    *[
+        (
+            f"reserved user property {name}",
+            make_event(user_properties={name: "x"}),
+            (f"user_properties.{name}", "NAME_RESERVED", None),
+        )
+        for name in ("first_open_time", "user_id", "_x", "firebase_x", "ga_x", "google_x")
+    ],
+    ("user_id 256 chars", make_event(context=Context(ga_client_id=CLIENT_ID, user_id="u" * 256)), None),
+    (
+        "user_id 257 chars",
+        make_event(context=Context(ga_client_id=CLIENT_ID, user_id="u" * 257)),
+        ("user_id", "VALUE_OUT_OF_BOUNDS", None),
+    ),
+    (
+        "app_store_subscription_ name",
+        custom("app_store_subscription_renew"),
+        ("events[0].name", "NAME_RESERVED", None),
+    ),
     (
         "purchase without transaction_id",
         make_event(transaction_id=None),
@@ -310,9 +356,11 @@ def test_outcomes_follow_input_order_when_one_request_fails(ga4: Ga4Destination,
         ga4.prepare(make_event(transaction_id="b1", **second_user)),
         ga4.prepare(make_event(transaction_id="a2", **first_user)),
     ]
-    fake.fail_next(1, 503)  # the first request: user 1.1, events 0 and 2
-    outcomes = ga4.send(batch)  # type: ignore[arg-type]
-    assert [outcome.status for outcome in outcomes] == [Status.RETRY, Status.DELIVERED, Status.RETRY]
+    fake.fail_next(1, 503)  # whichever request arrives first (requests go out concurrently)
+    statuses = [outcome.status for outcome in ga4.send(batch)]  # type: ignore[arg-type]
+    # User 1.1's events 0 and 2 share one request and so one outcome; user 2.2 got the other.
+    assert statuses[0] == statuses[2]
+    assert {statuses[0], statuses[1]} == {Status.RETRY, Status.DELIVERED}
 
 
 def test_large_events_of_one_user_split_by_size(ga4: Ga4Destination, fake: FakeGa4):
@@ -348,3 +396,137 @@ def test_rules_file_matches_googles_documented_limits():
     assert RULES.max_backdate == timedelta(hours=72)
     assert {"session_start", "first_visit", "user_engagement"} <= RULES.reserved_event_names
     assert set(RULES.reserved_param_prefixes) == {"_", "firebase_", "ga_", "google_", "gtag."}
+    assert (RULES.max_user_properties, RULES.max_user_property_name_length) == (25, 24)
+    assert RULES.max_user_property_value_length == 36
+    assert RULES.max_item_custom_params == 10
+    assert dict(RULES.user_data_limits) == {"sha256_email_address": 3, "sha256_phone_number": 3, "address": 2}
+    assert "app_store_subscription_" in RULES.reserved_event_name_prefixes
+
+
+# -- limits only a raw body can reach (the canonical model cannot express them) -------------------------
+def _body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "client_id": CLIENT_ID,
+        "user_id": "cust_1",
+        "timestamp_micros": 1772451000000000,
+        "events": [
+            {"name": "purchase", "params": {"transaction_id": "pi_1", "value": 1.0, "currency": "USD"}}
+        ],
+    }
+    body.update(overrides)
+    return body
+
+
+def _item_with_custom(count: int) -> dict[str, Any]:
+    item: dict[str, Any] = {"item_id": "sku-1", "price": 1.0, "quantity": 1}
+    item.update({f"c{index}": "x" for index in range(count)})
+    return _body(events=[{"name": "purchase", "params": {"transaction_id": "t", "items": [item]}}])
+
+
+HASH = "a" * 64
+RAW_BOUNDARIES = [
+    # (id, body, None = allowed, or (field path, code) both validators must report)
+    ("item with 10 custom params", _item_with_custom(10), None),
+    ("item with 11 custom params", _item_with_custom(11), (f"{P}.items[0]", "EXCEEDED_MAX_ENTITIES")),
+    ("25 events", _body(events=[{"name": "lead", "params": {}}] * 25), None),
+    ("26 events", _body(events=[{"name": "lead", "params": {}}] * 26), ("events", "EXCEEDED_MAX_ENTITIES")),
+    ("3 hashed emails", _body(user_data={"sha256_email_address": [HASH] * 3}), None),
+    (
+        "4 hashed emails",
+        _body(user_data={"sha256_email_address": [HASH] * 4}),
+        ("user_data.sha256_email_address", "EXCEEDED_MAX_ENTITIES"),
+    ),
+    ("3 hashed phones", _body(user_data={"sha256_phone_number": [HASH] * 3}), None),
+    (
+        "4 hashed phones",
+        _body(user_data={"sha256_phone_number": [HASH] * 4}),
+        ("user_data.sha256_phone_number", "EXCEEDED_MAX_ENTITIES"),
+    ),
+    ("2 addresses", _body(user_data={"address": [{"country": "US"}] * 2}), None),
+    (
+        "3 addresses",
+        _body(user_data={"address": [{"country": "US"}] * 3}),
+        ("user_data.address", "EXCEEDED_MAX_ENTITIES"),
+    ),
+    (
+        "unhashed email",
+        _body(user_data={"sha256_email_address": ["jane@example.com"]}),
+        ("user_data.sha256_email_address[0]", "VALUE_INVALID"),
+    ),
+    (
+        "user_data without user_id",
+        {
+            key: value
+            for key, value in _body(user_data={"sha256_email_address": HASH}).items()
+            if key != "user_id"
+        },
+        ("user_id", "VALUE_REQUIRED"),
+    ),
+    ("user_location", _body(user_location={"country_id": "US", "region_id": "US-CA"}), None),
+    (
+        "user_location region not ISO 3166-2",
+        _body(user_location={"region_id": "California"}),
+        ("user_location.region_id", "VALUE_INVALID"),
+    ),
+    ("device category mobile", _body(device={"category": "mobile"}), None),
+    ("device category phone", _body(device={"category": "phone"}), ("device.category", "VALUE_INVALID")),
+    ("ip_override v6", _body(ip_override="2001:db8::1"), None),
+    ("ip_override not an address", _body(ip_override="local"), ("ip_override", "VALUE_INVALID")),
+    (
+        "unknown top-level field",
+        _body(non_personalized_ads_x=True),
+        ("non_personalized_ads_x", None),
+    ),
+]
+
+
+def _fake_flags(body: dict[str, Any], max_value_length: int = 100) -> set[tuple[str, str]]:
+    messages = fake_ga4._Messages()
+    fake_ga4.validate(encode_body(body), NOW, messages, max_value_length=max_value_length)
+    return {(message["fieldPath"], message["validationCode"]) for message in messages.items}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"), [case[1:] for case in RAW_BOUNDARIES], ids=[case[0] for case in RAW_BOUNDARIES]
+)
+def test_raw_boundary_both_validators_agree(body: dict[str, Any], expected: tuple[str, str | None] | None):
+    ours = {(v.field_path, v.code) for v in validate_body(body, now=NOW)}
+    theirs = _fake_flags(body)
+    if expected is None:
+        assert ours == set() and theirs == set()
+        return
+    path, code = expected
+    if code is None:  # an unknown field: both flag the path, each with its own code
+        assert path in {p for p, _ in ours} and path in {p for p, _ in theirs}
+        return
+    assert (path, code) in ours
+    assert (path, code) in theirs
+
+
+# -- GA4 360: 500-character values as an option ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("max_length", "length", "allowed"),
+    [(100, 100, True), (100, 101, False), (500, 500, True), (500, 501, False)],
+)
+def test_param_value_length_is_100_or_500_for_ga4_360(
+    session: requests.Session, max_length: int, length: int, allowed: bool
+):
+    destination = Ga4Destination(
+        CREDENTIALS, session, options=Ga4Options(max_param_value_length=max_length), clock=lambda: NOW
+    )
+    event = make_event(coupon="c" * length, properties={"note": "n" * length})
+    outcome = destination.prepare(event)
+    fake_flags = _fake_flags(map_event(event, "purchase"), max_value_length=max_length)
+    if allowed:
+        assert isinstance(outcome, Prepared), outcome
+        assert fake_flags == set()
+    else:
+        assert outcome.status is Status.REJECT
+        assert outcome.reason.startswith(
+            f"{P}.coupon: VALUE_OUT_OF_BOUNDS ({length} characters; at most {max_length})"
+        )
+        assert (f"{P}.note", "VALUE_OUT_OF_BOUNDS") in fake_flags
+
+
+def test_ga4_360_limit_is_data_and_the_fake_knows_it():
+    assert RULES.max_param_value_length_360 == MAX_VALUE_360 == 500

@@ -9,12 +9,17 @@ and every hashed user_data field (em, ph, fn, ln, ge, db, ct, st, zp, country, e
 
 Errors use the Graph envelope `{"error": {"message", "type", "code", "error_subcode",
 "error_user_title", "error_user_msg", "fbtrace_id"}}` with HTTP 400, which is what Graph sends for
-these codes. Knobs: `throttle_next(n)` (code 17 or 80004 with X-Business-Use-Case-Usage) and the
-base `fail_next`.
+these codes. Physical-store events may be 62 days old. With `app_secret` set, every request must carry
+the matching `appsecret_proof` (HMAC-SHA256 of the token), as an app with "Require App Secret" does.
+Knobs: `throttle_next(n)` (code 17 or 80004 with X-Business-Use-Case-Usage), `auth_error_next(n)`
+(code 190 / subcode 463, an expired token), `transient_next(n)` (code 2, is_transient, HTTP 500) and
+the base `fail_next`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -40,6 +45,7 @@ ACTION_SOURCES = frozenset(
 )
 MAX_EVENTS = 1000
 MAX_AGE_SECONDS = 7 * 24 * 3600
+MAX_PHYSICAL_STORE_AGE_SECONDS = 62 * 24 * 3600
 _PATH = re.compile(r"^/(v\d+\.\d+)/(\d+)/events$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -64,14 +70,17 @@ class FakeMeta(FakeServer):
         access_token: str = "test-meta-token",
         pixel_id: str | None = None,
         clock: Callable[[], datetime] | None = None,
+        app_secret: str | None = None,
     ) -> None:
         super().__init__(port)
         self.access_token = access_token
+        self.app_secret = app_secret  # None: appsecret_proof not required
         self.pixel_id = pixel_id  # None: any numeric pixel id
         self.clock = clock or (lambda: datetime.now(UTC))
         self.events: list[dict[str, Any]] = []  # every accepted server event, in arrival order
         self.test_event_codes: list[str] = []  # test_event_code of each accepted request that had one
         self._throttles: list[tuple[int, int]] = []
+        self._scripted: list[Response] = []
 
     # -- knobs ---------------------------------------------------------------------------------------
     def throttle_next(self, count: int = 1, *, code: int = 17, regain_minutes: int = 1) -> None:
@@ -79,12 +88,26 @@ class FakeMeta(FakeServer):
         with self._lock:
             self._throttles.extend((code, regain_minutes) for _ in range(count))
 
+    def auth_error_next(self, count: int = 1, *, code: int = 190, subcode: int | None = 463) -> None:
+        """Answer the next `count` requests as Graph does for an expired (463) or invalid token."""
+        message = "Error validating access token: Session has expired." if code == 190 else "Permission error"
+        with self._lock:
+            self._scripted.extend(_error(400, code, message, subcode=subcode) for _ in range(count))
+
+    def transient_next(self, count: int = 1, *, code: int = 2) -> None:
+        """Answer the next `count` requests with a temporary service error (is_transient true)."""
+        response = _error(500, code, "An unexpected error has occurred. Please retry your request later.")
+        response.body["error"]["is_transient"] = True
+        with self._lock:
+            self._scripted.extend(response for _ in range(count))
+
     def reset(self) -> None:
         super().reset()
         with self._lock:
             self.events.clear()
             self.test_event_codes.clear()
             self._throttles.clear()
+            self._scripted.clear()
 
     # -- the API -------------------------------------------------------------------------------------
     def summarize(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +134,10 @@ class FakeMeta(FakeServer):
         throttle = self._next_throttle()
         if throttle is not None:
             return self._throttled(*throttle)
+        with self._lock:
+            scripted = self._scripted.pop(0) if self._scripted else None
+        if scripted is not None:
+            return scripted
         try:
             body = json.loads(request.body or b"{}")
         except ValueError:
@@ -124,6 +151,13 @@ class FakeMeta(FakeServer):
             return _error(400, 104, "An access token is required to request this resource.")
         if token != self.access_token:
             return _error(400, 190, "Invalid OAuth access token - Cannot parse access token")
+        if self.app_secret is not None:
+            expected = hmac.new(self.app_secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+            proof = body.get("appsecret_proof")
+            if not proof:
+                return _error(400, 100, "API calls from the server require an appsecret_proof argument")
+            if not hmac.compare_digest(str(proof), expected):
+                return _error(400, 100, "Invalid appsecret_proof provided in the API argument")
         data = body.get("data")
         if not isinstance(data, list) or not 1 <= len(data) <= MAX_EVENTS:
             return _error(
@@ -188,7 +222,10 @@ def _check_event(event: Any, now: float) -> None:
     event_time = event.get("event_time")
     if isinstance(event_time, bool) or not isinstance(event_time, int):
         raise _Invalid("Invalid Event Time", "The parameter event_time must be a Unix timestamp in seconds.")
-    if now - event_time > MAX_AGE_SECONDS:
+    max_age = (
+        MAX_PHYSICAL_STORE_AGE_SECONDS if event.get("action_source") == "physical_store" else MAX_AGE_SECONDS
+    )
+    if now - event_time > max_age:
         raise _Invalid(
             "Event Timestamp Too Old",
             "The timestamp for this event is too far in the past. Events need to be sent from your server "

@@ -20,7 +20,8 @@ from facebook_business.adobjects.serverside.user_data import UserData
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conversion_relay.meta_normalize import FIELD_NAMES, Normalized, normalize
+from conversion_relay.meta_normalize import FIELD_NAMES, Normalized, hash_person, lookup_key, normalize
+from conversion_relay.model import Person
 
 pytestmark = pytest.mark.contract
 
@@ -242,3 +243,55 @@ def test_generated_inputs_match_the_sdk(field, data):
 @given(field=st.sampled_from(SDK_FIELDS), value=_recase(digest))
 def test_generated_digests_pass_through_like_the_sdk(field, value):
     check_against_sdk(field, value)
+
+
+# -- the extensions' data files, against pycountry ---------------------------------------------------
+def _shipped(name: str) -> dict[str, object]:
+    return json.loads(resources.files("conversion_relay").joinpath(f"data/{name}").read_text("utf-8"))
+
+
+def test_shipped_country_names_equal_pycountry():
+    expected: dict[str, str] = {}
+    for country in pycountry.countries:
+        for attribute in ("name", "official_name", "common_name", "alpha_3"):
+            value = getattr(country, attribute, None)
+            if value:
+                expected.setdefault(lookup_key(value), country.alpha_2)
+    assert _shipped("meta_country_names.json")["pycountry"] == expected
+
+
+def test_shipped_us_states_equal_pycountry():
+    expected = {
+        lookup_key(s.name): s.code.split("-")[1] for s in pycountry.subdivisions.get(country_code="US")
+    }
+    assert _shipped("meta_us_states.json")["pycountry"] == expected
+
+
+def test_country_aliases_name_real_codes_and_never_contradict_pycountry():
+    shipped = _shipped("meta_country_names.json")
+    codes = {country.alpha_2 for country in pycountry.countries}
+    for code, names in shipped["aliases"].items():  # type: ignore[union-attr]
+        assert code in codes
+        for name in names:
+            assert shipped["pycountry"].get(lookup_key(name), code) == code, name  # type: ignore[union-attr]
+
+
+@given(st.sampled_from(list(pycountry.countries)))
+def test_every_country_name_resolves_to_the_code_the_sdk_accepts(country):
+    for attribute in ("name", "official_name", "common_name", "alpha_3", "alpha_2"):
+        value = getattr(country, attribute, None)
+        if value:
+            hashed = hash_person(Person(country=value)).fields["country"]
+            assert hashed == [Normalize.normalize_field("country", country.alpha_2)], (attribute, value)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=string.ascii_letters + string.digits + " .-()+@", max_size=30))
+def test_extensions_only_touch_values_the_sdk_would_not_match(value):
+    """For inputs no extension recognizes, hash_person sends exactly what the SDK sends."""
+    person = Person(first_name=value, last_name=value, email=value, zip=value, external_id=None)
+    fields = hash_person(person).fields
+    for meta_field in ("fn", "ln", "em", "zp"):
+        expected = sdk(meta_field, value)
+        if expected not in (None, REFUSED, EMPTY_SHA256):
+            assert fields[meta_field] == [expected]

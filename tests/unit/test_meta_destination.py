@@ -237,7 +237,7 @@ def test_minimal_purchase_is_an_other_event_without_optional_fields(dest: MetaDe
         (PURCHASE, Context(event_source_url=URL), "other"),  # a URL alone cannot make a valid website event
         (PURCHASE, Context(client_user_agent=UA), "other"),
         (PURCHASE, Context(), "other"),
-        (PURCHASE, Context(action_source="App"), "app"),
+        (PURCHASE, Context(action_source="Email"), "email"),
         (
             PURCHASE,
             Context(action_source="physical_store", event_source_url=URL, client_user_agent=UA),
@@ -271,8 +271,8 @@ def test_invalid_identifiers_are_dropped_and_reported(dest: MetaDestination):
 
 def test_refunds_are_skipped_by_default(dest: MetaDestination):
     assert dest.prepare(make_event(name=REFUND)) == Outcome.skip(
-        "refund events are not sent to Meta by default (no standard refund event); "
-        "set MAPPING_OVERRIDES to enable"
+        "refund events are not sent to Meta by default (no standard refund event); set "
+        'MAPPING_OVERRIDES {"event_names": {"meta": {"refund": "<custom event name>"}}} to enable'
     )
 
 

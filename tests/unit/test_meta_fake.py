@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -131,3 +132,52 @@ def test_throttle_next_answers_with_the_usage_header(fake: FakeMeta):
         usage = json.loads(response.headers["X-Business-Use-Case-Usage"])
         assert usage["1234567890"][0]["estimated_time_to_regain_access"] == 3
     assert post(fake, {"data": [event()], "access_token": TOKEN}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("action_source", "days", "status"),
+    [("other", 8, 400), ("physical_store", 8, 200), ("physical_store", 61, 200), ("physical_store", 63, 400)],
+)
+def test_physical_store_events_may_be_62_days_old(fake: FakeMeta, action_source: str, days: int, status: int):
+    old = int((NOW - timedelta(days=days)).timestamp())
+    response = post(
+        fake, {"data": [event(action_source=action_source, event_time=old)], "access_token": TOKEN}
+    )
+    assert response.status_code == status
+
+
+def test_auth_error_next_answers_190_then_recovers(fake: FakeMeta):
+    fake.auth_error_next(1)
+    error = post(fake, {"data": [event()], "access_token": TOKEN}).json()["error"]
+    assert (error["code"], error["error_subcode"]) == (190, 463)
+    assert post(fake, {"data": [event()], "access_token": TOKEN}).status_code == 200
+
+
+def test_transient_next_is_a_retryable_500(fake: FakeMeta):
+    fake.transient_next(1)
+    response = post(fake, {"data": [event()], "access_token": TOKEN})
+    assert response.status_code == 500
+    assert response.json()["error"]["is_transient"] is True
+    assert fake.events == []
+
+
+@pytest.mark.parametrize(
+    ("proof", "accepted"),
+    [
+        (None, False),
+        ("0" * 64, False),
+        (hmac.new(b"s3cret", TOKEN.encode(), hashlib.sha256).hexdigest(), True),
+    ],
+)
+def test_app_secret_requires_a_matching_appsecret_proof(proof: str | None, accepted: bool):
+    server = FakeMeta(access_token=TOKEN, clock=lambda: NOW, app_secret="s3cret").start()
+    try:
+        body: dict[str, Any] = {"data": [event()], "access_token": TOKEN}
+        if proof is not None:
+            body["appsecret_proof"] = proof
+        response = post(server, body)
+        assert (response.status_code == 200) is accepted
+        if not accepted:
+            assert response.json()["error"]["code"] == 100
+    finally:
+        server.stop()

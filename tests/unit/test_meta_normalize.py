@@ -7,7 +7,14 @@ import hashlib
 import pytest
 
 from conversion_relay import meta_normalize
-from conversion_relay.meta_normalize import HASHED_FIELDS, HashedUserData, Normalized, hash_person, normalize
+from conversion_relay.meta_normalize import (
+    HASHED_FIELDS,
+    Extensions,
+    HashedUserData,
+    Normalized,
+    hash_person,
+    normalize,
+)
 from conversion_relay.model import Person
 
 
@@ -176,13 +183,26 @@ def test_hash_person_of_an_empty_person_is_empty():
     assert hash_person(Person()) == HashedUserData()
 
 
+# -- documented extensions beyond the SDK (hash_person only; normalize() stays the SDK's) -------------
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("Male", "m"), (" FEMALE ", "f"), ("woman", "f"), ("M", "m"), ("other", None)],
+    [
+        ("Male", "m"),
+        (" FEMALE ", "f"),
+        ("woman", "f"),
+        ("M", "m"),
+        ("여성", "f"),
+        ("남자", "m"),
+        ("男性", "m"),
+        ("Weiblich", "f"),
+        ("other", None),
+        ("x", None),
+    ],
 )
 def test_gender_words_extension(raw, expected):
-    fields = hash_person(Person(gender=raw)).fields
-    assert fields.get("ge") == ([sha(expected)] if expected else None)
+    result = hash_person(Person(gender=raw))
+    assert result.fields.get("ge") == ([sha(expected)] if expected else None)
+    assert result.dropped == (() if expected else ("invalid_gender",))
 
 
 @pytest.mark.parametrize(
@@ -190,9 +210,138 @@ def test_gender_words_extension(raw, expected):
     [
         ("1997-02-16", "19970216"),
         (" 1997-02-16 ", "19970216"),
+        ("1997/2/16", "19970216"),
+        ("1997.02.16", "19970216"),
         ("19970216", "19970216"),
-        ("2/16/1997", "2/16/1997"),
+        ("1997-02-16T00:00:00Z", "19970216"),
+        ("1997년 2월 16일", "19970216"),
+        ("1997年2月16日", "19970216"),
+        ("2/16/1997", "19970216"),  # Meta's own example: US month-first
+        ("02/03/1997", "19970203"),  # ambiguous slash dates are month-first
+        ("16/02/1997", "19970216"),  # unambiguously day-first
+        ("16.02.1997", "19970216"),  # European dots: day-first
+        ("03-02-1997", "19970203"),
+        ("2000-02-29", "20000229"),
     ],
 )
-def test_iso_date_extension(raw, expected):
-    assert hash_person(Person(date_of_birth=raw)).fields["db"] == [sha(expected)]
+def test_date_of_birth_formats_extension(raw, expected):
+    assert hash_person(Person(date_of_birth=raw)) == HashedUserData({"db": [sha(expected)]})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "1997-02-30",
+        "1999-02-29",
+        "1997-13-01",
+        "13/13/1997",
+        "1899-12-31",
+        "2999-01-01",
+        "Feb 16 1997",
+        "1997216",
+        "16",
+    ],
+)
+def test_dates_meta_could_not_match_are_dropped_not_hashed(raw):
+    assert hash_person(Person(date_of_birth=raw)) == HashedUserData({}, ("invalid_date_of_birth",))
+
+
+def test_a_pre_hashed_date_of_birth_passes_through():
+    assert hash_person(Person(date_of_birth=SHA_SHAPED.upper())).fields == {"db": [SHA_SHAPED]}
+
+
+@pytest.mark.parametrize(
+    ("state", "country", "expected"),
+    [
+        ("California", None, "ca"),
+        ("california", "US", "ca"),
+        ("New York", "United States", "ny"),
+        ("  new   york ", "usa", "ny"),
+        ("District of Columbia", "US", "dc"),
+        ("Washington D.C.", "US", "dc"),
+        ("Puerto Rico", "US", "pr"),
+        ("CA", "US", "ca"),
+        ("Georgia", "US", "ga"),
+        ("Bavaria", "DE", "bavaria"),  # other countries keep the name, as Meta asks
+        ("New South Wales", "AU", "newsouthwales"),
+        ("California", "CA", "california"),  # Canada: no US mapping
+        ("서울특별시", "KR", "서울특별시"),
+    ],
+)
+def test_us_state_names_extension(state, country, expected):
+    assert hash_person(Person(state=state, country=country)).fields["st"] == [sha(expected)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("United States", "us"),
+        ("United States of America", "us"),
+        ("USA", "us"),
+        ("U.S.A.", "us"),
+        ("united kingdom", "gb"),
+        ("UK", "gb"),
+        ("South Korea", "kr"),
+        ("Korea, Republic of", "kr"),
+        ("대한민국", "kr"),
+        ("한국", "kr"),
+        ("日本", "jp"),
+        ("Germany", "de"),
+        ("DEU", "de"),
+        ("Côte d'Ivoire", "ci"),
+        ("Cote d'Ivoire", "ci"),
+        ("US", "us"),  # the SDK's own path
+    ],
+)
+def test_country_names_extension(raw, expected):
+    assert hash_person(Person(country=raw)).fields["country"] == [sha(expected)]
+
+
+@pytest.mark.parametrize("raw", ["Neverland", "XX", "Atlantis"])
+def test_unknown_country_names_are_still_dropped(raw):
+    assert hash_person(Person(country=raw)).dropped == ("invalid_country",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "expected"),
+    [
+        ("010-1234-5678", "82", "821012345678"),
+        ("010 1234 5678", "82", "821012345678"),
+        ("(02) 312-3456", "82", "8223123456"),
+        ("+82 10-1234-5678", "82", "821012345678"),  # international already
+        ("0082 10 1234 5678", "82", "821012345678"),
+        ("821012345678", "82", "821012345678"),
+        ("090-1234-5678", "81", "819012345678"),
+        ("020 7946 0958", "44", "442079460958"),
+        ("(650) 555-1212", "1", "16505551212"),
+        ("650.555.1212", "1", "16505551212"),
+        ("1 650 555 1212", "1", "16505551212"),
+        ("010-1234-5678", None, "1012345678"),  # no default: the SDK's result (a wrong number)
+    ],
+)
+def test_default_phone_country_code_extension(raw, code, expected):
+    result = hash_person(Person(phone=raw), Extensions(default_phone_country_code=code))
+    assert result.fields["ph"] == [sha(expected)]
+
+
+def test_phone_extension_leaves_what_it_cannot_read_to_the_sdk():
+    result = hash_person(Person(phone="010-1234-5678 ext 9"), Extensions(default_phone_country_code="82"))
+    assert result.dropped == ("invalid_phone",)
+
+
+def test_names_are_nfc_normalized():
+    decomposed = "Vale\u0301ry"
+    assert hash_person(Person(first_name=decomposed, last_name=decomposed, city=decomposed)).fields == {
+        "fn": [sha("valéry")],
+        "ln": [sha("valéry")],
+        "ct": [sha("valéry")],
+    }
+    # normalize() itself stays byte-identical to the SDK, which does not NFC
+    assert normalize("fn", decomposed) == Normalized(sha(decomposed.lower()))
+
+
+@pytest.mark.parametrize("field", ["email", "phone", "first_name", "city", "zip", "external_id"])
+@pytest.mark.parametrize("raw", ["", "   "])
+def test_empty_values_are_never_hashed(field, raw):
+    result = hash_person(Person(**{field: raw}))
+    assert result.fields == {}

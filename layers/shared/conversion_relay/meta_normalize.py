@@ -30,9 +30,21 @@ Deliberate differences from the SDK, each one a named choice:
 
 Extensions beyond the SDK (Meta's docs ask for more than the SDK does) live in `PRE_NORMALIZERS`: they
 rewrite a raw value BEFORE the SDK pipeline and only in `hash_person`, so `normalize()` stays a pure SDK
-replica. Shipped: gender words (`male` -> `m`) and ISO dates (`1997-02-16` -> `19970216`). Seams left for
-later: US state names -> FIPS codes, country names -> ISO codes, phone numbers without a country code,
-other date formats, Unicode normalization (NFC) of names.
+replica. A value that already looks like a digest skips them. Each is tested on its own
+(tests/unit/test_meta_normalize.py):
+  - ge: gender words in several languages -> m / f (data/meta_gender_words.json).
+  - db: YYYY-MM-DD, YYYY/MM/DD, YYYY.MM.DD, YYYYMMDD, an ISO timestamp, 1997년 2월 16일, M/D/YYYY (US order,
+    Meta's own example; day first when the first number is above 12) and D.M.YYYY / D-M-YYYY (European
+    order) -> YYYYMMDD. A value none of them parses, or an impossible date (Feb 30, year before 1900 or
+    in the future) is dropped as `invalid_date_of_birth` instead of hashing text Meta cannot match.
+  - st: US state names -> the 2-letter code (data/meta_us_states.json) when the person's country is the
+    US or unknown; other countries keep the name, as Meta asks.
+  - country: country names, alpha-3 codes and common local names -> alpha-2 (data/meta_country_names.json)
+    when the SDK would refuse the value.
+  - ph: with `Extensions.default_phone_country_code` (e.g. "82"), a number written with the national
+    trunk prefix 0 ("010-1234-5678") becomes "821012345678"; with "1", a 10-digit number gets "1". Numbers
+    with "+" or "00" are international already and untouched. Without a default: the SDK rule alone.
+  - fn, ln, ct, st: Unicode NFC, so a composed and a decomposed "é" hash the same.
 """
 
 from __future__ import annotations
@@ -40,10 +52,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from conversion_relay.model import Person
 
@@ -194,33 +209,168 @@ def normalize(meta_field: str, value: str | None) -> Normalized:
 
 
 # -- extensions beyond the SDK (Meta docs), applied to raw values before `normalize` ------------------
-_GENDER_WORDS = {"male": "m", "man": "m", "female": "f", "woman": "f"}
-_ISO_DATE = re.compile(r"\s*(\d{4})-(\d{2})-(\d{2})\s*")
+@dataclass(frozen=True, slots=True)
+class Extensions:
+    """Settings of the extensions; the defaults change nothing a merchant did not ask for."""
+
+    # Country calling code (digits, e.g. "82") for phone numbers written the national way
+    # ("010-1234-5678"); None leaves phone numbers to the SDK rule alone.
+    default_phone_country_code: str | None = None
 
 
-def _gender_word(value: str) -> str:
-    return _GENDER_WORDS.get(value.strip().lower(), value)
+def lookup_key(text: str) -> str:
+    """The key the name tables use: NFKC, casefold, letters only ("Côte d'Ivoire" -> "côtedivoire")."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalpha())
 
 
-def _iso_date(value: str) -> str:
-    match = _ISO_DATE.fullmatch(value)
-    return "".join(match.groups()) if match else value
+def _load(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(
+        resources.files("conversion_relay").joinpath(f"data/{name}").read_text("utf-8")
+    )
+    return loaded
 
 
-PRE_NORMALIZERS: dict[str, Callable[[str], str]] = {
+@cache
+def _name_table(file_name: str) -> dict[str, str]:
+    """pycountry-derived keys plus aliases -> two-letter code, lower case."""
+    raw = _load(file_name)
+    table = {key: str(code).lower() for key, code in raw["pycountry"].items()}
+    for code, names in raw["aliases"].items():
+        for name in names:
+            table[lookup_key(name)] = str(code).lower()
+    return table
+
+
+@cache
+def _gender_words() -> dict[str, str]:
+    raw = _load("meta_gender_words.json")
+    return {
+        unicodedata.normalize("NFKC", word).casefold().strip(): letter
+        for letter in ("m", "f")
+        for word in raw[letter]
+    }
+
+
+def country_code(value: str) -> str | None:
+    """ISO alpha-2 (lower case) for a code the SDK accepts or a known country name, else None."""
+    sdk_shaped = _NOT_ISO_LETTER.sub("", value.lower().strip())
+    if sdk_shaped in country_codes():
+        return sdk_shaped
+    return _name_table("meta_country_names.json").get(lookup_key(value))
+
+
+def _gender_word(value: str, person: Person, extensions: Extensions) -> str | None:
+    # An unknown word is left for the SDK rule, which drops it as invalid_gender.
+    return _gender_words().get(unicodedata.normalize("NFKC", value).casefold().strip(), value)
+
+
+_DATE_YMD = re.compile(r"(\d{4})([-/.]?)(\d{1,2})\2(\d{1,2})(?:[T ].*)?")
+_DATE_CJK = re.compile(r"(\d{4})\s*[년年]\s*(\d{1,2})\s*[월月]\s*(\d{1,2})\s*[일日]?")
+_DATE_MDY = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})")  # US order, as Meta's own example 2/16/1997
+_DATE_DMY = re.compile(r"(\d{1,2})([.-])(\d{1,2})\2(\d{4})")  # European order: 16.02.1997
+
+
+def _date_parts(text: str) -> tuple[int, int, int] | None:
+    if match := _DATE_YMD.fullmatch(text):
+        if not match.group(2) and (len(match.group(3)) != 2 or len(match.group(4)) != 2):
+            return None  # "1997216" is ambiguous without separators
+        return int(match.group(1)), int(match.group(3)), int(match.group(4))
+    if match := _DATE_CJK.fullmatch(text):
+        return int(match.group(1)), int(match.group(2)), int(match.group(3))
+    if match := _DATE_MDY.fullmatch(text):
+        month, day = int(match.group(1)), int(match.group(2))
+        if month > 12 >= day:  # unambiguously day-first
+            month, day = day, month
+        return int(match.group(3)), month, day
+    if match := _DATE_DMY.fullmatch(text):
+        day, month = int(match.group(1)), int(match.group(3))
+        if month > 12 >= day:
+            month, day = day, month
+        return int(match.group(4)), month, day
+    return None
+
+
+def _date_of_birth(value: str, person: Person, extensions: Extensions) -> str | None:
+    """YYYYMMDD from common date formats; None (invalid_date_of_birth) for anything Meta could not match."""
+    parts = _date_parts(value.strip())
+    if parts is None:
+        return None
+    year, month, day = parts
+    try:
+        born = date(year, month, day)
+    except ValueError:
+        return None
+    if not 1900 <= year <= date.today().year:
+        return None
+    return born.strftime("%Y%m%d")
+
+
+def _state(value: str, person: Person, extensions: Extensions) -> str | None:
+    # Meta wants the 2-letter code for US states only; other countries keep the name (SDK rule).
+    country = country_code(person.country) if person.country else None
+    if country not in (None, "us"):
+        return unicodedata.normalize("NFC", value)
+    code = _name_table("meta_us_states.json").get(lookup_key(value))
+    return code or unicodedata.normalize("NFC", value)
+
+
+def _country(value: str, person: Person, extensions: Extensions) -> str | None:
+    return country_code(value) or value  # unknown: the SDK rule drops it as invalid_country
+
+
+_PHONE_CLEAN = re.compile(r"[\s\-().]")
+
+
+def _national_phone(value: str, person: Person, extensions: Extensions) -> str | None:
+    """Prefix the configured country code to a number written with its national trunk prefix."""
+    code = extensions.default_phone_country_code
+    if not code:
+        return value
+    digits = _PHONE_CLEAN.sub("", value)
+    if not digits.isdigit() or not digits.isascii():
+        return value  # "+82...", extensions, letters: the SDK rule decides
+    if digits.startswith("00"):
+        return value  # international call prefix: the SDK strips it
+    if digits.startswith("0"):
+        return code + digits[1:]  # Korea, Japan, UK, Germany, France, Australia...: trunk prefix 0
+    if code == "1" and len(digits) == 10:
+        return "1" + digits  # North America has no trunk prefix: 10 digits are a national number
+    return value
+
+
+def _nfc(value: str, person: Person, extensions: Extensions) -> str | None:
+    # "é" may arrive composed or decomposed; Meta hashes what it receives, so pick one form (NFC).
+    return unicodedata.normalize("NFC", value)
+
+
+PreNormalizer = Callable[[str, Person, Extensions], str | None]
+# Meta field -> rewrite of the raw value (None: invalid, dropped as invalid_<field>). Pre-hashed values
+# never reach these.
+PRE_NORMALIZERS: dict[str, PreNormalizer] = {
     "ge": _gender_word,
-    "db": _iso_date,
+    "db": _date_of_birth,
+    "st": _state,
+    "country": _country,
+    "ph": _national_phone,
+    "fn": _nfc,
+    "ln": _nfc,
+    "ct": _nfc,
 }
 
 
-def hash_person(person: Person) -> HashedUserData:
+def hash_person(person: Person, extensions: Extensions | None = None) -> HashedUserData:
     """The hashed user_data fields of a Person, plus the reason codes of identifiers that were dropped."""
+    extensions = extensions or Extensions()
     fields: dict[str, list[str]] = {}
     dropped: list[str] = []
     for attribute, meta_field in PERSON_FIELDS.items():
         raw: str | None = getattr(person, attribute)
-        if raw and meta_field in PRE_NORMALIZERS:
-            raw = PRE_NORMALIZERS[meta_field](raw)
+        if raw and meta_field in PRE_NORMALIZERS and not is_already_hashed(raw.lower().strip()):
+            rewritten = PRE_NORMALIZERS[meta_field](raw, person, extensions)
+            if rewritten is None:
+                dropped.append(f"invalid_{FIELD_NAMES[meta_field]}")
+                continue
+            raw = rewritten
         result = normalize(meta_field, raw)
         if result.value is not None:
             fields[meta_field] = [result.value]

@@ -141,39 +141,42 @@ class FakeAppsflyer(FakeServer):
 
     # -- concurrency high-water mark -----------------------------------------------------------------
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        base = super()._handler_class()
-        fake = self
+        return counting_handler(self, super()._handler_class())
 
-        class CountingHandler(base):  # type: ignore[valid-type, misc]
-            # The window opens before the base class's latency sleep and closes just before the status
-            # line is written: a client cannot see the answer (and start its next request) while this
-            # request still counts, so the high-water mark never over-reports.
-            _counted = False
 
-            def _serve(self) -> None:
-                with fake._flight_lock:
-                    fake.in_flight += 1
-                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                self._counted = True
-                try:
-                    super()._serve()
-                finally:
-                    self._leave()
+def counting_handler(fake: Any, base: type[BaseHTTPRequestHandler]) -> type[BaseHTTPRequestHandler]:
+    """`base` plus a high-water mark of concurrent requests in `fake.max_in_flight`."""
 
-            def send_response(self, code: int, message: str | None = None) -> None:
+    class CountingHandler(base):  # type: ignore[valid-type, misc]
+        # The window opens before the base class's latency sleep and closes just before the status
+        # line is written: a client cannot see the answer (and start its next request) while this
+        # request still counts, so the high-water mark never over-reports.
+        _counted = False
+
+        def _serve(self) -> None:
+            with fake._flight_lock:
+                fake.in_flight += 1
+                fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+            self._counted = True
+            try:
+                super()._serve()
+            finally:
                 self._leave()
-                super().send_response(code, message)
 
-            def _leave(self) -> None:
-                if self._counted:
-                    self._counted = False
-                    with fake._flight_lock:
-                        fake.in_flight -= 1
+        def send_response(self, code: int, message: str | None = None) -> None:
+            self._leave()
+            super().send_response(code, message)
 
-            do_POST = _serve
-            do_GET = _serve
+        def _leave(self) -> None:
+            if self._counted:
+                self._counted = False
+                with fake._flight_lock:
+                    fake.in_flight -= 1
 
-        return CountingHandler
+        do_POST = _serve
+        do_GET = _serve
+
+    return CountingHandler
 
 
 def _text(value: Any) -> bool:

@@ -552,3 +552,17 @@ def test_missing_secret_key_names_the_key_not_the_value():
         AppsflyerDestination({"bundle_id": "b-secretish"}, requests.Session())
     assert "web_dev_key" in str(caught.value)
     assert "b-secretish" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("echoed", "kept"),
+    [
+        ("bad ip 192.0.2.1", "bad ip [redacted]"),
+        ("for pii.canary@example.net", "for [redacted]"),
+        ("address 2001:db8::1 refused", "address [redacted] refused"),
+        ("phone +82 10-1234-5678 invalid", "phone [redacted] invalid"),
+        ("at 12:30:45 eventName is required", "at 12:30:45 eventName is required"),
+    ],
+)
+def test_personal_data_shapes_never_reach_a_reason_even_when_we_did_not_send_them(echoed: str, kept: str):
+    assert classify_response(400, json.dumps({"error": echoed})).reason == f"AppsFlyer answered 400: {kept}"

@@ -1,13 +1,16 @@
-"""AppsFlyer Web Server-to-Server events API for PBA (People-Based Attribution).
+"""AppsFlyer Web Server-to-Server events API for PBA (People-Based Attribution), and what both targets share.
 
 `POST {base_url}/v1/{bundle_id}/event`, one event per request, JSON body of at most 1 KB with the
 Web Dev Key inside the body (there is no auth header). See destinations.md §3.1 for the field list.
+The mobile S2S target (`api3` `/inappevent/{app_id}`) lives in appsflyer_mobile.py; APPSFLYER_TARGET
+picks one, and `AppsflyerDestination.from_environment` returns whichever is configured.
 
 Payload budget. AppsFlyer caps the whole JSON body at 1,024 bytes and `eventValue` at 1,000
 characters (it truncates beyond that, which would corrupt the map). We measure the exact bytes we
 send (`encode_payload`) and, when over, drop optional parts in this order until it fits:
-  1. `eventValue` keys: custom properties (last added first), then `_EVENT_VALUE_TRIM_ORDER`
-     (af_order_id last); an emptied `eventValue` is left out;
+  1. `eventValue` keys: custom properties (last added first), then the derived keys in
+     data/appsflyer_rules.json `web.event_value_trim_order` (af_order_id last); an emptied
+     `eventValue` is left out;
   2. `referrer`;
   3. `UserAgent`.
 User ids, `eventName`, `timestamp`, `ip`, `eventRevenue` and `eventRevenueCurrency` are never
@@ -16,51 +19,96 @@ to shorten. With our compact UTF-8 encoding an `eventValue` over 1,000 character
 1,024 bytes next to the mandatory fields, so the byte rule always catches it; we check it anyway so a
 larger documented body limit cannot let AppsFlyer cut our map mid-value.
 
-Trade-off, read before changing retry rules: AppsFlyer has no deduplication key for Web S2S, so an
-ambiguous failure (read timeout after the request left us, 5xx after AppsFlyer may have recorded it)
-that we retry can count the purchase twice. We accept retrying timeouts and 5xx anyway because a lost
-purchase is worse than an occasional duplicate; a later issue refines this (e.g. retry only errors
-that provably never reached AppsFlyer, such as connect timeouts).
+Timestamps. AppsFlyer keeps our `timestamp` only if the event arrives before 00:00 UTC of the day after
+it happened; later ones, and future ones, are restamped with the arrival time. `TimestampRule` detects
+both before sending; APPSFLYER_LATE_EVENT_POLICY decides: `send` (default) sends anyway and counts the
+metric TimestampLate / TimestampFuture, `reject` dead-letters the event with a reason starting
+"expired:" (or "future:") so an operator can decide what to do with it.
+
+setcuid. When an event carries both a customer user id and an afUserId, we link the pair with
+`/v1/{bundle_id}/setcuid` once: a `LinkStore` claims the pair (DynamoDB conditional put in the
+idempotency table, key "appsflyer_cuid#<sha256>", so no raw id is a key), confirms it after AppsFlyer's
+200 and releases it on failure so a later event tries again. A failed link never fails the event.
+
+Rate. AppsFlyer allows 60,000 POSTs a minute per account. Every POST (events and setcuid) takes a token
+from a per-container `TokenBucket` (APPSFLYER_MAX_REQUESTS_PER_SECOND); the template's
+AppsflyerMaximumConcurrency bounds the containers, so containers x rate x 60 stays under the limit.
+
+Trade-off, read before changing retry rules: AppsFlyer has no deduplication key, so an ambiguous
+failure (read timeout after the request left us, a dropped connection, 5xx after AppsFlyer may have
+recorded it) that we retry can count the purchase twice. We retry them anyway, because a lost purchase
+cannot be recovered while a duplicate is visible (same af_order_id in raw data); the reason says
+"ambiguous" and the metric AmbiguousRetry counts them. Errors that provably never reached AppsFlyer
+(connect timeout) are plain retries.
 """
 
 from __future__ import annotations
 
+import enum
+import hashlib
 import ipaddress
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar, Self
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import quote
 
 import requests
 
 from conversion_relay import config
-from conversion_relay.destinations.base import Outcome, Prepared, classify_transport_error
+from conversion_relay.config import ConfigError
+from conversion_relay.destinations.base import Outcome, Prepared, Status, classify_transport_error
 from conversion_relay.http import TIMEOUT
 from conversion_relay.model import REFUND, ConversionEvent
 from conversion_relay.secrets import get_secret, require
 
+if TYPE_CHECKING:
+    from conversion_relay.destinations.appsflyer_mobile import AppsflyerMobileDestination
+
 logger = logging.getLogger(__name__)
+
+
+@cache
+def rules() -> dict[str, Any]:
+    """data/appsflyer_rules.json: limits, trim orders, timestamp grace, identifier patterns."""
+    text = resources.files("conversion_relay").joinpath("data/appsflyer_rules.json").read_text("utf-8")
+    return json.loads(text)
+
 
 DEFAULT_BASE_URL = "https://webs2s.appsflyer.com"
 DEFAULT_MAX_WORKERS = 8
-MAX_PAYLOAD_BYTES = 1024
-MAX_EVENT_VALUE_CHARS = 1000
+# 5 containers (the template's default AppsflyerMaximumConcurrency) x 150/s x 60 = 45,000 POSTs a minute,
+# under AppsFlyer's 60,000 with room for the setcuid calls of a second stack or a replay.
+DEFAULT_MAX_REQUESTS_PER_SECOND = 150.0
+MAX_PAYLOAD_BYTES: int = rules()["max_payload_bytes"]
+MAX_EVENT_VALUE_CHARS: int = rules()["max_event_value_chars"]
+MAX_POSTS_PER_MINUTE: int = rules()["max_posts_per_minute"]
 MAX_REASON_DETAIL_CHARS = 200
+LINK_KEY_PREFIX = "appsflyer_cuid#"
+LINK_TTL_SECONDS = 180 * 24 * 3600  # re-linking after this is harmless; it only keeps the table small
+LINK_LEASE_SECONDS = 300  # a claim whose holder crashed before confirming is taken over after this
 
 # The API reference (dev.appsflyer.com OpenAPI) spells it `UserAgent`; the help-center article
 # (seed 003) says `userAgent`. We follow the API reference; one constant to flip if a live check disagrees.
 USER_AGENT_FIELD = "UserAgent"
 
 # Fields dropped, in this order, after `eventValue` when the payload is over MAX_PAYLOAD_BYTES.
-_TOP_LEVEL_TRIM_ORDER = ("referrer", USER_AGENT_FIELD)
+_TOP_LEVEL_TRIM_ORDER: tuple[str, ...] = tuple(rules()["web"]["top_level_trim_order"])
 # eventValue keys we derive, most expendable first; custom properties go before all of them.
-_EVENT_VALUE_TRIM_ORDER = ("af_quantity", "af_content_id", "af_coupon_code", "subscription_id", "af_order_id")
+_EVENT_VALUE_TRIM_ORDER: tuple[str, ...] = tuple(rules()["web"]["event_value_trim_order"])
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Counter = Callable[[str], None]
 
 
 def encode_payload(payload: Mapping[str, Any]) -> bytes:
@@ -73,7 +121,399 @@ def event_value_length(event_value: Mapping[str, str]) -> int:
     return len(json.dumps(event_value, separators=(",", ":"), ensure_ascii=False))
 
 
-class AppsflyerDestination:
+def count_metric(name: str) -> None:
+    """Default counter: one CloudWatch EMF count (flushed by the handler's log_metrics)."""
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from conversion_relay.observability import metrics
+
+    metrics.add_metric(name, MetricUnit.Count, 1)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- settings from the environment -------------------------------------------------------------------
+class Target(enum.StrEnum):
+    WEB = "web"
+    MOBILE = "mobile"
+
+
+class LatePolicy(enum.StrEnum):
+    SEND = "send"  # send anyway (AppsFlyer restamps it) and count it
+    REJECT = "reject"  # dead-letter it with reason "expired: ..." / "future: ..."
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    target: Target = Target.WEB
+    late_policy: LatePolicy = LatePolicy.SEND
+    max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            target=_choice("APPSFLYER_TARGET", Target, Target.WEB),
+            late_policy=_choice("APPSFLYER_LATE_EVENT_POLICY", LatePolicy, LatePolicy.SEND),
+            max_requests_per_second=_positive(
+                "APPSFLYER_MAX_REQUESTS_PER_SECOND", DEFAULT_MAX_REQUESTS_PER_SECOND
+            ),
+        )
+
+
+def _choice[E: enum.StrEnum](variable: str, kind: type[E], default: E) -> E:
+    raw = os.environ.get(variable, "").strip().lower()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise ConfigError(f"{variable} must be one of {allowed}; got {raw!r}") from None
+
+
+def _positive(variable: str, default: float) -> float:
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{variable} must be a positive number of requests per second; got {raw!r}")
+    return value
+
+
+# -- timestamps --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TimestampRule:
+    """When AppsFlyer would replace an event's time with the arrival time (module docstring)."""
+
+    grace: timedelta
+    margin: timedelta
+    future_tolerance: timedelta
+
+    @classmethod
+    def for_target(cls, target: Target) -> TimestampRule:
+        spec = rules()["timestamp"]
+        return cls(
+            grace=timedelta(seconds=spec[f"{target.value}_grace_seconds"]),
+            margin=timedelta(seconds=spec["margin_seconds"]),
+            future_tolerance=timedelta(seconds=spec["future_tolerance_seconds"]),
+        )
+
+    def cutoff(self, occurred_at: datetime) -> datetime:
+        """The first instant at which AppsFlyer treats the event as late."""
+        event_day = occurred_at.astimezone(UTC).date()
+        next_midnight = datetime(event_day.year, event_day.month, event_day.day, tzinfo=UTC) + timedelta(
+            days=1
+        )
+        return next_midnight + self.grace
+
+    def check(self, occurred_at: datetime, now: datetime) -> str | None:
+        """ "late", "future" or None (AppsFlyer keeps the time)."""
+        if now + self.margin >= self.cutoff(occurred_at):
+            return "late"
+        if occurred_at > now + self.future_tolerance:
+            return "future"
+        return None
+
+
+def timestamp_outcome(
+    rule: TimestampRule, policy: LatePolicy, occurred_at: datetime, now: datetime, count: Counter
+) -> Outcome | None:
+    """None: send the event. An Outcome: the REJECT the policy asks for. Counts either way."""
+    verdict = rule.check(occurred_at, now)
+    if verdict is None:
+        return None
+    count("TimestampLate" if verdict == "late" else "TimestampFuture")
+    if policy is LatePolicy.SEND:
+        return None
+    if verdict == "late":
+        return Outcome.reject(
+            f"expired: the event happened {occurred_at:%Y-%m-%dT%H:%M:%SZ} and AppsFlyer restamps events "
+            f"that arrive from {rule.cutoff(occurred_at):%Y-%m-%dT%H:%M:%SZ} on with the arrival time "
+            "(APPSFLYER_LATE_EVENT_POLICY=reject; set it to send to deliver it anyway)",
+            error_code="expired",
+        )
+    return Outcome.reject(
+        f"future: the event time {occurred_at:%Y-%m-%dT%H:%M:%SZ} is ahead of the clock by more than "
+        f"{int(rule.future_tolerance.total_seconds())} s; AppsFlyer would restamp it with the arrival time "
+        "(APPSFLYER_LATE_EVENT_POLICY=reject)",
+        error_code="future",
+    )
+
+
+# -- rate --------------------------------------------------------------------------------------------
+class TokenBucket:
+    """Thread-safe token bucket: `acquire()` blocks until the caller may send one request.
+
+    Callers reserve a token under the lock (the count may go negative) and sleep outside it, so waiting
+    threads queue up in order without holding the lock.
+    """
+
+    def __init__(
+        self,
+        rate_per_second: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate_per_second <= 0 or burst < 1:
+            raise ValueError("rate_per_second must be positive and burst at least 1")
+        self.rate = rate_per_second
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def acquire(self) -> float:
+        """Take one token; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= 1
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+@cache
+def shared_bucket(rate_per_second: float, burst: int) -> TokenBucket:
+    """One bucket per container: the destination object is rebuilt per batch, the budget is not."""
+    return TokenBucket(rate_per_second, burst)
+
+
+# -- setcuid bookkeeping -----------------------------------------------------------------------------
+def link_key(bundle_id: str, customer_user_id: str, af_user_id: str) -> str:
+    """Table key of one (bundle, CUID, afUserId) pair: hashed, so no raw id is stored as a key."""
+    digest = hashlib.sha256("\n".join((bundle_id, customer_user_id, af_user_id)).encode("utf-8")).hexdigest()
+    return LINK_KEY_PREFIX + digest
+
+
+class LinkStore(Protocol):
+    def claim(self, key: str) -> bool:
+        """True: the caller should link this pair now. False: linked already, or another worker is on it."""
+        ...
+
+    def confirm(self, key: str) -> None:
+        """AppsFlyer accepted the link: remember it for LINK_TTL_SECONDS."""
+        ...
+
+    def release(self, key: str) -> None:
+        """The link failed: let a later event claim the pair again."""
+        ...
+
+
+class MemoryLinkStore:
+    """Per-container store: the fallback without a table, and what unit tests use."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._expires: dict[str, tuple[str, float]] = {}
+
+    def claim(self, key: str) -> bool:
+        with self._lock:
+            now = self._clock()
+            held = self._expires.get(key)
+            if held is not None and held[1] > now:
+                return False
+            self._expires[key] = ("pending", now + LINK_LEASE_SECONDS)
+            return True
+
+    def confirm(self, key: str) -> None:
+        with self._lock:
+            self._expires[key] = ("linked", self._clock() + LINK_TTL_SECONDS)
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            if self._expires.get(key, ("", 0.0))[0] == "pending":
+                del self._expires[key]
+
+    def linked(self) -> set[str]:
+        with self._lock:
+            return {key for key, (state, _) in self._expires.items() if state == "linked"}
+
+
+class DynamoLinkStore:
+    """Pairs in the idempotency table (key `id`, TTL attribute `expiration`), shared by every container.
+
+    A claim is a conditional PutItem of a "pending" item that expires after LINK_LEASE_SECONDS: it wins only
+    if no item exists or the existing one has expired (DynamoDB deletes expired items lazily, hence the
+    explicit comparison). Confirm turns it into "linked" for LINK_TTL_SECONDS.
+    """
+
+    def __init__(
+        self, dynamodb_client: Any, table_name: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._client = dynamodb_client
+        self._table = table_name
+        self._clock = clock
+        self._confirmed: set[str] = set()  # this container's own confirmations: skips a write per event
+
+    def claim(self, key: str) -> bool:
+        if key in self._confirmed:
+            return False
+        now = int(self._clock())
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "id": {"S": key},
+                    "status": {"S": "pending"},
+                    "expiration": {"N": str(now + LINK_LEASE_SECONDS)},
+                },
+                ConditionExpression="attribute_not_exists(id) OR expiration < :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+        except Exception as error:
+            if _error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def confirm(self, key: str) -> None:
+        now = int(self._clock())
+        self._client.put_item(
+            TableName=self._table,
+            Item={
+                "id": {"S": key},
+                "status": {"S": "linked"},
+                "linked_at": {"N": str(now)},
+                "expiration": {"N": str(now + LINK_TTL_SECONDS)},
+            },
+        )
+        self._confirmed.add(key)
+
+    def release(self, key: str) -> None:
+        try:
+            self._client.delete_item(
+                TableName=self._table,
+                Key={"id": {"S": key}},
+                ConditionExpression="#s = :pending",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":pending": {"S": "pending"}},
+            )
+        except Exception as error:
+            if _error_code(error) != "ConditionalCheckFailedException":
+                raise
+
+
+def _error_code(error: Exception) -> str:
+    response = getattr(error, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+@cache
+def _table_link_store(table_name: str) -> DynamoLinkStore:
+    import boto3
+
+    return DynamoLinkStore(boto3.client("dynamodb"), table_name)
+
+
+def link_store_from_environment() -> LinkStore:
+    table = os.environ.get("IDEMPOTENCY_TABLE", "")
+    if not table:
+        logger.warning("IDEMPOTENCY_TABLE is not set: setcuid pairs are remembered per container only")
+        return _memory_link_store()
+    return _table_link_store(table)
+
+
+@cache
+def _memory_link_store() -> MemoryLinkStore:
+    return MemoryLinkStore()
+
+
+# -- sending, shared by both targets -----------------------------------------------------------------
+class ConcurrentSender:
+    """One request per event, at most `max_workers` in flight on a pooled session; POSTs rate-limited."""
+
+    name: ClassVar[str] = "appsflyer"
+
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        max_workers: int,
+        timeout: tuple[float, float],
+        rate_limiter: TokenBucket | None,
+        count: Counter,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self._session = session
+        self.max_workers = max_workers
+        self._timeout = timeout
+        self.rate_limiter = rate_limiter
+        self._count = count
+
+    def send(self, batch: Sequence[Prepared]) -> list[Outcome]:
+        """One request per event, at most `max_workers` in flight; outcomes in input order."""
+        if not batch:
+            return []
+        workers = min(self.max_workers, len(batch))
+        if workers == 1:
+            return [self._send_counted(prepared) for prepared in batch]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appsflyer") as pool:
+            return list(pool.map(self._send_counted, batch))
+
+    def _send_counted(self, prepared: Prepared) -> Outcome:
+        outcome = self._send_one(prepared)
+        if outcome.error_code == "ambiguous":
+            # A retry that may double count (no dedup at AppsFlyer): visible, so it can be reconciled.
+            self._count("AmbiguousRetry")
+        return outcome
+
+    def _send_one(self, prepared: Prepared) -> Outcome:
+        raise NotImplementedError
+
+    def _post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        redact: Iterable[str],
+        hints: Mapping[int, str],
+    ) -> Outcome:
+        if self.rate_limiter is not None:
+            self.rate_limiter.acquire()
+        try:
+            response = self._session.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json", **headers},
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as error:
+            return classify_network_error(error)
+        return classify_response(
+            response.status_code,
+            response.text,
+            response.headers.get("Retry-After"),
+            redact=redact,
+            hints=hints,
+        )
+
+
+_WEB_HINTS = {
+    401: " (check web_dev_key in the appsflyer secret)",
+    404: " (check bundle_id in the appsflyer secret and APPSFLYER_BASE_URL)",
+}
+
+
+class AppsflyerDestination(ConcurrentSender):
+    """Web S2S (PBA): `/v1/{bundle_id}/event`, plus `/setcuid` once per (CUID, afUserId) pair."""
+
     name: ClassVar[str] = "appsflyer"
 
     def __init__(
@@ -84,25 +524,50 @@ class AppsflyerDestination:
         *,
         max_workers: int = DEFAULT_MAX_WORKERS,
         timeout: tuple[float, float] = TIMEOUT,
+        late_policy: LatePolicy = LatePolicy.SEND,
+        rate_limiter: TokenBucket | None = None,
+        link_store: LinkStore | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        count: Counter = count_metric,
     ) -> None:
         require(dict(credentials), self.name, "bundle_id", "web_dev_key")
-        if max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
+        super().__init__(
+            session, max_workers=max_workers, timeout=timeout, rate_limiter=rate_limiter, count=count
+        )
         self._web_dev_key = str(credentials["web_dev_key"])
-        bundle_id = str(credentials["bundle_id"])
-        self.url = f"{base_url.rstrip('/')}/v1/{quote(bundle_id, safe='')}/event"
-        self._session = session
-        self.max_workers = max_workers
-        self._timeout = timeout
+        self._bundle_id = str(credentials["bundle_id"])
+        root = f"{base_url.rstrip('/')}/v1/{quote(self._bundle_id, safe='')}"
+        self.url = f"{root}/event"
+        self.setcuid_url = f"{root}/setcuid"
+        self.late_policy = LatePolicy(late_policy)
+        self.timestamp_rule = TimestampRule.for_target(Target.WEB)
+        self.link_store: LinkStore = link_store if link_store is not None else MemoryLinkStore()
+        self._clock = clock
 
     @classmethod
-    def from_environment(cls, session: requests.Session, *, max_workers: int = DEFAULT_MAX_WORKERS) -> Self:
-        """Credentials from the `appsflyer` secret, endpoint from APPSFLYER_BASE_URL.
+    def from_environment(
+        cls, session: requests.Session, *, max_workers: int = DEFAULT_MAX_WORKERS
+    ) -> AppsflyerDestination | AppsflyerMobileDestination:
+        """The configured target (APPSFLYER_TARGET, default web) with its secret and settings.
 
-        Give `session` a pool of at least `max_workers` connections (http.new_session(pool_size)).
+        Web: credentials from the `appsflyer` secret, endpoint from APPSFLYER_BASE_URL, setcuid pairs in
+        IDEMPOTENCY_TABLE. Give `session` a pool of at least `max_workers` connections.
         """
+        settings = Settings.from_env()
+        if settings.target is Target.MOBILE:
+            from conversion_relay.destinations.appsflyer_mobile import AppsflyerMobileDestination
+
+            return AppsflyerMobileDestination.from_environment(session, max_workers=max_workers)
         base_url = os.environ.get("APPSFLYER_BASE_URL", "") or DEFAULT_BASE_URL
-        return cls(get_secret(cls.name), session, base_url, max_workers=max_workers)
+        return cls(
+            get_secret(cls.name),
+            session,
+            base_url,
+            max_workers=max_workers,
+            late_policy=settings.late_policy,
+            rate_limiter=shared_bucket(settings.max_requests_per_second, max_workers),
+            link_store=link_store_from_environment(),
+        )
 
     # -- prepare -------------------------------------------------------------------------------------
     def prepare(self, event: ConversionEvent) -> Prepared | Outcome:
@@ -122,6 +587,11 @@ class AppsflyerDestination:
             logger.info(
                 "appsflyer payload trimmed to fit", extra={"event_id": event.event_id, "dropped": dropped}
             )
+        late = timestamp_outcome(
+            self.timestamp_rule, self.late_policy, event.occurred_at, self._clock(), self._count
+        )
+        if late is not None:
+            return late
         return Prepared(event=event, payload=fitted, group_key=event.event_id)
 
     def build_payload(self, event: ConversionEvent) -> dict[str, Any] | Outcome:
@@ -164,33 +634,52 @@ class AppsflyerDestination:
         return payload
 
     # -- send ----------------------------------------------------------------------------------------
-    def send(self, batch: Sequence[Prepared]) -> list[Outcome]:
-        """One request per event, at most `max_workers` in flight; outcomes in input order."""
-        if not batch:
-            return []
-        workers = min(self.max_workers, len(batch))
-        if workers == 1:
-            return [self._send_one(prepared) for prepared in batch]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appsflyer") as pool:
-            return list(pool.map(self._send_one, batch))
-
     def _send_one(self, prepared: Prepared) -> Outcome:
-        try:
-            response = self._session.post(
-                self.url,
-                data=encode_payload(prepared.payload),
-                headers={"Content-Type": "application/json"},
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
-        except requests.RequestException as error:
-            return classify_transport_error(error)
-        return classify_response(
-            response.status_code,
-            response.text,
-            response.headers.get("Retry-After"),
+        self.link_once(prepared.payload)
+        return self._post(
+            self.url,
+            encode_payload(prepared.payload),
+            {},
             redact=_sensitive_values(prepared.payload),
+            hints=_WEB_HINTS,
         )
+
+    def link_once(self, payload: Mapping[str, Any]) -> None:
+        """setcuid for the payload's (customerUserId, afUserId) pair unless it is linked already.
+
+        Never raises and never changes the event's outcome: the event counts without the link.
+        """
+        customer_user_id, af_user_id = payload.get("customerUserId"), payload.get("afUserId")
+        if not customer_user_id or not af_user_id:
+            return
+        key = link_key(self._bundle_id, str(customer_user_id), str(af_user_id))
+        try:
+            if not self.link_store.claim(key):
+                return
+        except Exception as error:
+            logger.warning(
+                "setcuid skipped: link store unavailable", extra={"error": error.__class__.__name__}
+            )
+            self._count("SetcuidFailed")
+            return
+        body = {"customerUserId": customer_user_id, "afUserId": af_user_id, "webDevKey": self._web_dev_key}
+        outcome = self._post(
+            self.setcuid_url, encode_payload(body), {}, redact=_sensitive_values(body), hints=_WEB_HINTS
+        )
+        try:
+            if outcome.status is Status.DELIVERED:
+                self.link_store.confirm(key)
+                self._count("SetcuidLinked")
+                return
+            self.link_store.release(key)
+        except Exception as error:
+            # A lost confirm costs one more setcuid later (after the lease), which AppsFlyer tolerates.
+            logger.warning("setcuid bookkeeping failed", extra={"error": error.__class__.__name__})
+        if outcome.status is not Status.DELIVERED:
+            logger.warning(
+                "setcuid failed; the event is sent without the link", extra={"reason": outcome.reason}
+            )
+            self._count("SetcuidFailed")
 
 
 # -- payload building --------------------------------------------------------------------------------
@@ -240,9 +729,19 @@ def _is_ipv4(value: str) -> bool:
         return False
 
 
+def event_value_trim_order(
+    event_value: Mapping[str, Any], derived_order: Sequence[str], protected: Sequence[str] = ()
+) -> list[str]:
+    """Keys to drop first to last: custom properties (last added first), then the derived keys in order.
+
+    `protected` keys (mobile's af_revenue, af_currency, af_order_id) are never listed, so never dropped.
+    """
+    custom = [key for key in reversed(list(event_value)) if key not in derived_order and key not in protected]
+    return custom + [key for key in derived_order if key in event_value]
+
+
 def _event_value_trim_order(event_value: Mapping[str, str]) -> list[str]:
-    custom = [key for key in reversed(list(event_value)) if key not in _EVENT_VALUE_TRIM_ORDER]
-    return custom + [key for key in _EVENT_VALUE_TRIM_ORDER if key in event_value]
+    return event_value_trim_order(event_value, _EVENT_VALUE_TRIM_ORDER)
 
 
 def fit_payload(payload: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -274,8 +773,26 @@ def fit_payload(payload: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 # -- response classification -------------------------------------------------------------------------
+def classify_network_error(error: requests.RequestException) -> Outcome:
+    """Retry every network failure; say whether AppsFlyer may have recorded the event (no dedup there)."""
+    outcome = classify_transport_error(error)
+    if outcome.status is not Status.RETRY:
+        return outcome
+    if isinstance(error, requests.ConnectTimeout):
+        return Outcome.retry(f"{outcome.reason} (not sent: no connection)", error_code="not_sent")
+    return Outcome.retry(
+        f"{outcome.reason} (ambiguous: AppsFlyer may have recorded it and does not deduplicate)",
+        error_code="ambiguous",
+    )
+
+
 def classify_response(
-    status: int, text: str, retry_after: str | None = None, *, redact: Iterable[str] = ()
+    status: int,
+    text: str,
+    retry_after: str | None = None,
+    *,
+    redact: Iterable[str] = (),
+    hints: Mapping[int, str] = _WEB_HINTS,
 ) -> Outcome:
     """delivered (2xx) / retry (408, 429, 5xx) / reject (other 4xx and anything unexpected)."""
     if 200 <= status < 300:
@@ -287,11 +804,24 @@ def classify_response(
             http_status=status,
             retry_after_seconds=_retry_after(retry_after),
         )
-    hint = {
-        401: " (check web_dev_key in the appsflyer secret)",
-        404: " (check bundle_id in the appsflyer secret and APPSFLYER_BASE_URL)",
-    }.get(status, "")
+    hint = hints.get(status, "")
     return Outcome.reject(f"AppsFlyer answered {status}{hint}: {detail}", http_status=status)
+
+
+_PII_SHAPES = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"  # email
+    r"|\b(?:\d{1,3}\.){3}\d{1,3}\b"  # IPv4
+    r"|\+\d[\d -]{7,}\d"  # international phone number
+)
+_IPV6_CANDIDATE = re.compile(r"[0-9A-Fa-f]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*")
+
+
+def _redact_ipv6(match: re.Match[str]) -> str:
+    try:
+        ipaddress.IPv6Address(match.group(0))
+    except ValueError:
+        return match.group(0)  # a time such as 12:30:45, not an address
+    return "[redacted]"
 
 
 def _error_detail(text: str, redact: Iterable[str]) -> str:
@@ -309,6 +839,10 @@ def _error_detail(text: str, redact: Iterable[str]) -> str:
         # characters identify no one and would shred the message ("e" is in every word).
         if len(value) >= 3:
             detail = detail.replace(value, "[redacted]")
+    # Values we did not send can be echoed too (an error page quoting another request): shapes of
+    # personal data go whatever their source.
+    detail = _PII_SHAPES.sub("[redacted]", detail)
+    detail = _IPV6_CANDIDATE.sub(_redact_ipv6, detail)
     detail = " ".join(detail.split())
     if len(detail) > MAX_REASON_DETAIL_CHARS:
         detail = detail[: MAX_REASON_DETAIL_CHARS - 3] + "..."

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "layers" / "shared"))
 
 from conversion_relay.config import DESTINATIONS, destination_event_name  # noqa: E402
-from conversion_relay.providers import stripe  # noqa: E402
+from conversion_relay.providers import paddle, standard_webhooks, stripe  # noqa: E402
 
 EVENTS = ROOT / "events"
 LOCAL_SECRETS = EVENTS / "local-secrets.json"
@@ -392,6 +392,260 @@ def apigw_request(body: str, signature: str, now: float) -> dict[str, Any]:
     }
 
 
+# --- PortOne, Toss, Paddle and POST /events samples --------------------------------------------------
+# Raw bodies in events/<provider>/ and signed API Gateway requests in events/apigw/<provider>-<name>.json.
+# PortOne and Toss webhooks are thin or untrusted: replaying them needs the payment in the provider's API
+# (the local stack's fakes: relay.provider_apis["portone"].put_payment(...)); events/<provider>/
+# payment-*.json hold the payments to register.
+PORTONE_SOURCE_IP = "52.78.5.241"  # PortOne's published webhook address
+TOSS_SOURCE_IP = "13.124.18.147"  # one of Toss's published webhook addresses
+PADDLE_SOURCE_IP = "34.232.58.13"  # one of Paddle's live webhook addresses
+
+
+def _iso(unix: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def provider_samples(t0: int) -> dict[str, dict[str, Any]]:
+    """provider -> sample name -> raw webhook body (dict); object times are offsets from `t0`."""
+    custom = {
+        k: BROWSER_METADATA[k] for k in ("ga_client_id", "fbp", "fbc", "af_user_id", "client_user_agent")
+    }
+    portone_payment = {
+        "status": "PARTIAL_CANCELLED",
+        "id": "order-20260102-0001",
+        "transactionId": "01941a2b-0000-7000-8000-000000000001",
+        "storeId": "store-00000000-0000-0000-0000-000000000000",
+        "channel": {"type": "TEST", "pgProvider": "TOSSPAYMENTS"},
+        "orderName": "Premium plan",
+        "amount": {"total": 59000, "paid": 59000, "cancelled": 10000, "vat": 5364, "discount": 0},
+        "currency": "KRW",
+        "customer": {
+            "id": "u_1001",
+            "name": "김민수",
+            "email": "minsu.kim@example.com",
+            "phoneNumber": "01012345678",
+        },
+        "customData": json.dumps(custom, ensure_ascii=False),
+        "products": [{"id": "premium", "name": "Premium plan", "amount": 59000, "quantity": 1}],
+        "requestedAt": _iso(t0),
+        "statusChangedAt": _iso(t0 + HOUR),
+        "paidAt": _iso(t0 + 60),
+        "cancellations": [
+            {
+                "status": "SUCCEEDED",
+                "id": "cancel-0001",
+                "totalAmount": 10000,
+                "taxFreeAmount": 0,
+                "vatAmount": 909,
+                "reason": "부분 환불",
+                "requestedAt": _iso(t0 + HOUR),
+                "cancelledAt": _iso(t0 + HOUR + 5),
+            },
+        ],
+    }
+    toss_payment = {
+        "mId": "tvivarepublica",
+        "paymentKey": "tgen_20260102000000ABCD1",
+        "orderId": "order-20260102-0002",
+        "orderName": "Premium plan",
+        "lastTransactionKey": "txrd_a01jexample0002",
+        "status": "DONE",
+        "type": "NORMAL",
+        "method": "카드",
+        "currency": "KRW",
+        "totalAmount": 59000,
+        "balanceAmount": 59000,
+        "vat": 5364,
+        "requestedAt": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t0)),
+        "approvedAt": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t0 + 60)),
+        "metadata": {k: custom[k] for k in ("ga_client_id", "fbp", "af_user_id")},
+        "cancels": None,
+    }
+    paddle_transaction = {
+        "id": "txn_01jexample0000000000000001",
+        "status": "completed",
+        "origin": "subscription_recurring",
+        "customer_id": "ctm_01jexample000000000000001",
+        "subscription_id": "sub_01jexample000000000000001",
+        "currency_code": "USD",
+        "custom_data": custom,
+        "billed_at": _iso(t0 + 2 * HOUR),
+        "details": {
+            "totals": {
+                "subtotal": "2900",
+                "tax": "290",
+                "total": "3190",
+                "grand_total": "3190",
+                "currency_code": "USD",
+            },
+            "line_items": [
+                {
+                    "price_id": "pri_01jexamplemonthly",
+                    "quantity": 1,
+                    "unit_totals": {"subtotal": "2900"},
+                    "product": {"id": "pro_01jexample", "name": "Pro (monthly)"},
+                }
+            ],
+        },
+    }
+    first_party_events = {
+        "events": [
+            {
+                "event_id": "offline-20260102-0001",
+                "name": "purchase",
+                "occurred_at": _iso(t0 + HOUR),
+                "value": "120000",
+                "currency": "KRW",
+                "transaction_id": "pos-0001",
+                "person": {
+                    "email": "minsu.kim@example.com",
+                    "phone": "+821012345678",
+                    "external_id": "u_1001",
+                },
+                "context": {"ga_client_id": BROWSER_METADATA["ga_client_id"]},
+                "properties": {"store": "gangnam"},
+            },
+            {
+                "event_id": "renewal-20260102-0002",
+                "name": "subscription_renewal",
+                "occurred_at": _iso(t0 + 2 * HOUR),
+                "value": "9.99",
+                "currency": "USD",
+                "transaction_id": "inv-0002",
+                "subscription_id": "plan-basic-u_1002",
+            },
+        ]
+    }
+    return {
+        "portone": {
+            "payment-order-20260102-0001": portone_payment,
+            "transaction_paid": {
+                "type": "Transaction.Paid",
+                "timestamp": _iso(t0 + 60),
+                "data": {
+                    "paymentId": portone_payment["id"],
+                    "storeId": portone_payment["storeId"],
+                    "transactionId": portone_payment["transactionId"],
+                },
+            },
+            "transaction_partial_cancelled": {
+                "type": "Transaction.PartialCancelled",
+                "timestamp": _iso(t0 + HOUR + 5),
+                "data": {
+                    "paymentId": portone_payment["id"],
+                    "storeId": portone_payment["storeId"],
+                    "transactionId": portone_payment["transactionId"],
+                    "cancellationId": "cancel-0001",
+                },
+            },
+        },
+        "toss": {
+            "payment-tgen_20260102000000ABCD1": toss_payment,
+            "payment_status_changed_done": {
+                "eventType": "PAYMENT_STATUS_CHANGED",
+                "createdAt": time.strftime("%Y-%m-%dT%H:%M:%S.000000", time.gmtime(t0 + 60)),
+                "data": toss_payment,
+            },
+        },
+        "paddle": {
+            "transaction_completed_recurring_usd": {
+                "event_id": "evt_01jexample0000000000000001",
+                "event_type": "transaction.completed",
+                "occurred_at": _iso(t0 + 2 * HOUR + 5),
+                "notification_id": "ntf_01jexample0000000000000001",
+                "data": paddle_transaction,
+            },
+            "adjustment_refund_approved": {
+                "event_id": "evt_01jexample0000000000000002",
+                "event_type": "adjustment.updated",
+                "occurred_at": _iso(t0 + 2 * HOUR + 600),
+                "notification_id": "ntf_01jexample0000000000000002",
+                "data": {
+                    "id": "adj_01jexample000000000000001",
+                    "action": "refund",
+                    "status": "approved",
+                    "transaction_id": paddle_transaction["id"],
+                    "subscription_id": paddle_transaction["subscription_id"],
+                    "customer_id": paddle_transaction["customer_id"],
+                    "currency_code": "USD",
+                    "totals": {
+                        "subtotal": "1000",
+                        "tax": "0",
+                        "total": "1000",
+                        "fee": "0",
+                        "earnings": "0",
+                        "currency_code": "USD",
+                    },
+                    "created_at": _iso(t0 + 2 * HOUR + 500),
+                    "updated_at": _iso(t0 + 2 * HOUR + 600),
+                },
+            },
+        },
+        "first_party": {"offline_and_renewal": first_party_events},
+    }
+
+
+def provider_request(
+    path: str, provider: str | None, body: str, headers: dict[str, str], now: float, source_ip: str
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) POST to `path` with the given provider headers."""
+    event = apigw_request(body, "", now)
+    event["headers"] = {k: v for k, v in event["headers"].items() if k != "stripe-signature"} | headers
+    event["headers"]["x-forwarded-for"] = source_ip
+    event["headers"]["user-agent"] = f"{provider or 'merchant-backend'}-webhook"
+    event["requestContext"]["http"].update(
+        path=path, sourceIp=source_ip, userAgent=event["headers"]["user-agent"]
+    )
+    event["requestContext"]["requestId"] = str(uuid.uuid5(uuid.NAMESPACE_URL, path + body))
+    event["rawPath"] = path
+    if provider is None:
+        event["routeKey"] = event["requestContext"]["routeKey"] = "POST /events"
+        event.pop("pathParameters", None)
+    else:
+        event["pathParameters"] = {"provider": provider}
+    return event
+
+
+def write_provider_samples(secrets: dict[str, Any], now: float) -> None:
+    t0 = int(now) - 3 * HOUR
+    for provider, samples in provider_samples(t0).items():
+        for name, sample in samples.items():
+            body = json.dumps(sample, indent=2, ensure_ascii=False)
+            _write(EVENTS / provider / f"{name}.json", body)
+            if name.startswith("payment-"):
+                continue  # what the fake provider API should hold, not a webhook
+            raw = body.encode("utf-8")
+            msg_id = f"msg_{hashlib.sha256(raw).hexdigest()[:24]}"
+            if provider == "portone":
+                headers = standard_webhooks.sign_headers(
+                    secrets["portone"]["webhook_secrets"], msg_id, int(now), raw
+                )
+                request = provider_request(
+                    "/webhooks/portone", "portone", body, headers, now, PORTONE_SOURCE_IP
+                )
+            elif provider == "toss":
+                headers = {
+                    "tosspayments-webhook-transmission-id": f"wh_{msg_id[4:]}",
+                    "tosspayments-webhook-transmission-time": time.strftime(
+                        "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now)
+                    ),
+                    "tosspayments-webhook-transmission-retried-count": "0",
+                }
+                request = provider_request("/webhooks/toss", "toss", body, headers, now, TOSS_SOURCE_IP)
+            elif provider == "paddle":
+                header = paddle.signature_header(raw, secrets["paddle"]["webhook_secrets"][0], int(now))
+                request = provider_request(
+                    "/webhooks/paddle", "paddle", body, {"paddle-signature": header}, now, PADDLE_SOURCE_IP
+                )
+            else:
+                headers = standard_webhooks.sign_headers(
+                    secrets["events"]["signing_secrets"], msg_id, int(now), raw
+                )
+                request = provider_request("/events", None, body, headers, now, "203.0.113.50")
+            _write(EVENTS / "apigw" / f"{provider}-{name}.json", request)
+
+
 def sqs_batch(destination: str, bodies: list[tuple[str, str, int]]) -> dict[str, Any]:
     queue = f"conversion-relay-{destination.capitalize()}Queue"
     records = []
@@ -459,6 +713,9 @@ def main(argv: list[str] | None = None) -> int:
     _write(EVENTS / "apigw" / "stripe-bad-signature.json", apigw_request(first, wrong, now))
     for destination, bodies in per_destination.items():
         _write(EVENTS / "sqs" / f"{destination}-batch.json", sqs_batch(destination, bodies))
+    secrets = local_secrets()
+    if all(name in secrets for name in ("portone", "paddle", "events")):
+        write_provider_samples(secrets, now)
     print(f"wrote events/stripe, events/apigw (signed at t={int(now)}, valid for 300 s), events/sqs")
     return 0
 

@@ -17,7 +17,7 @@ def build_fake(destination: str, secret: Mapping[str, Any]) -> FakeServer:
     if destination == "ga4":
         from relay_local.fakes.ga4 import FakeGa4
 
-        return FakeGa4(credentials={str(secret["measurement_id"]): str(secret["api_secret"])})
+        return FakeGa4.from_secret(secret)
     if destination == "meta":
         from relay_local.fakes.meta import FakeMeta
 

@@ -46,3 +46,38 @@ class EnqueueFailed(WebhookRejected):
 
     status = 503
     code = "enqueue_failed"
+
+
+class SourceNotAllowed(WebhookRejected):
+    """The request came from an address outside the provider's configured allow-list."""
+
+    status = 403
+    code = "source_not_allowed"
+
+
+class ObjectNotFound(WebhookRejected):
+    """The provider's API does not know the object the webhook names: nothing is enqueued.
+
+    Usually a test-mode webhook reaching a relay configured with live credentials (or the reverse),
+    or a forged request naming a made-up payment.
+    """
+
+    status = 404
+    code = "object_not_found"
+
+
+class ProviderUnavailable(WebhookRejected):
+    """The provider's API could not be read (down, timed out, throttled): answer 5xx so it retries."""
+
+    status = 503
+    code = "provider_unavailable"
+
+
+class EventsInvalid(PayloadInvalid):
+    """First-party events failed validation; `errors` lists each one as {"index", "path", "reason"}."""
+
+    code = "invalid_events"
+
+    def __init__(self, reason: str, errors: list[dict[str, object]]) -> None:
+        super().__init__(reason)
+        self.errors = errors

@@ -35,6 +35,8 @@ Decisions worth knowing:
   external_id is the Stripe customer (cus_...) or, failing that, the checkout's client_reference_id.
 - Context and consent come from metadata under the key names in config.metadata_key(); consent values
   "granted"/"true" and "denied"/"false" (any case) become True/False, anything else None.
+- A raw browser Cookie header under metadata_key("cookies") fills the GA4 / Meta / AppsFlyer ids the
+  explicit keys left empty (conversion_relay.cookies); malformed cookies are counted, never an error.
 """
 
 from __future__ import annotations
@@ -42,18 +44,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from conversion_relay.config import ConfigError, metadata_key
+from conversion_relay.config import ConfigError
 from conversion_relay.model import (
     PURCHASE,
     REFUND,
     SUBSCRIPTION_RENEWAL,
     SUBSCRIPTION_START,
-    Consent,
     Context,
     ConversionEvent,
     Item,
@@ -61,6 +61,7 @@ from conversion_relay.model import (
     Source,
 )
 from conversion_relay.money import normalize_currency, to_major_units
+from conversion_relay.providers import common
 from conversion_relay.signatures import (
     PayloadError,
     SignatureError,
@@ -235,8 +236,8 @@ def _checkout_session(payload: Mapping[str, Any]) -> list[ConversionEvent]:
                 address=details.get("address"),
                 external_id=_id(session.get("customer")) or _text(session.get("client_reference_id")),
             ),
-            context=_context(metadata),
-            consent=_consent(metadata),
+            context=_context(metadata, payload.get("created")),
+            consent=common.consent(metadata),
         )
     ]
 
@@ -275,8 +276,8 @@ def _invoice_paid(payload: Mapping[str, Any]) -> list[ConversionEvent]:
                 address=invoice.get("customer_address"),
                 external_id=_id(invoice.get("customer")),
             ),
-            context=_context(metadata),
-            consent=_consent(metadata),
+            context=_context(metadata, payload.get("created")),
+            consent=common.consent(metadata),
         )
     ]
 
@@ -320,8 +321,8 @@ def _charge_refunded(payload: Mapping[str, Any]) -> list[ConversionEvent]:
                 address=billing.get("address"),
                 external_id=_id(charge.get("customer")),
             ),
-            context=_context(metadata),
-            consent=_consent(metadata),
+            context=_context(metadata, payload.get("created")),
+            consent=common.consent(metadata),
         )
     ]
 
@@ -396,6 +397,7 @@ def _person(*, email: Any, phone: Any, name: Any, address: Any, external_id: str
         phone=_text(phone),
         first_name=first,
         last_name=last,
+        street=_text(place.get("line1")),
         city=_text(place.get("city")),
         state=_text(place.get("state")),
         zip=_text(place.get("postal_code")),
@@ -411,19 +413,9 @@ def _split_name(name: str | None) -> tuple[str | None, str | None]:
     return first or None, last.strip() or None
 
 
-_CONTEXT_FIELDS = tuple(f.name for f in fields(Context))
-_CONSENT_VALUES = {"granted": True, "true": True, "denied": False, "false": False}
-
-
-def _context(metadata: Mapping[str, str]) -> Context:
-    return Context(**{name: metadata.get(metadata_key(name)) for name in _CONTEXT_FIELDS})
-
-
-def _consent(metadata: Mapping[str, str]) -> Consent:
-    def flag(field_name: str) -> bool | None:
-        return _CONSENT_VALUES.get(metadata.get(metadata_key(field_name), "").strip().casefold())
-
-    return Consent(ad_user_data=flag("ad_user_data"), ad_personalization=flag("ad_personalization"))
+def _context(metadata: Mapping[str, str], created: Any = None) -> Context:
+    # An fbclid in event_source_url is stamped with the event's own time so that every retry maps alike.
+    return common.context(metadata, stamp_ms=created * 1000 if _is_int(created) and created > 0 else None)
 
 
 def _merge_metadata(*sources: Any) -> dict[str, str]:

@@ -9,13 +9,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from conversion_relay.delivery import consume
 from conversion_relay.destinations.meta import MetaDestination
 from conversion_relay.http import new_session
-from conversion_relay.observability import logger, metrics
+from conversion_relay.observability import logger, metrics, tracer
 
 # One pooled session per container, reused across invocations.
 SESSION = new_session()
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return consume(event, MetaDestination.name, lambda: MetaDestination.from_environment(SESSION))

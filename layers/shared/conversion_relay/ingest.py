@@ -29,8 +29,10 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 
 from conversion_relay.config import Settings
 from conversion_relay.errors import DeliveryInProgress, EnqueueFailed, PayloadTooLarge
-from conversion_relay.observability import logger, metrics
-from conversion_relay.providers import get_provider
+from conversion_relay.http import new_session
+from conversion_relay.observability import count_for, logger, metrics
+from conversion_relay.providers import Provider, get_provider
+from conversion_relay.redaction import event_values, known_values
 from conversion_relay.secrets import get_secret
 
 # Providers retry for up to 3 days (Stripe, Paddle); remember deliveries a little longer.
@@ -68,6 +70,12 @@ def _sqs() -> Any:
 
 
 @cache
+def _session() -> Any:
+    """For providers whose webhooks must be completed from their API (PortOne, Toss)."""
+    return new_session(pool_size=4)
+
+
+@cache
 def _idempotency_config() -> IdempotencyConfig:
     return IdempotencyConfig(
         event_key_jmespath="delivery_key",
@@ -97,14 +105,29 @@ def receive(
     body: bytes,
     settings: Settings,
     lambda_context: Any = None,
+    *,
+    source_ip: str | None = None,
+    provider: Provider | None = None,
 ) -> IngestResult:
-    """Raises errors.WebhookRejected subclasses; the handler turns them into HTTP answers."""
-    provider = get_provider(provider_name)
+    """Raises errors.WebhookRejected subclasses; the handler turns them into HTTP answers.
+
+    `provider` overrides the lookup of `provider_name` in the registry (POST /events passes the
+    first-party handler); `provider_name` still names the secret and prefixes the dedupe key.
+    """
+    if provider is None:
+        provider = get_provider(provider_name)
+    check_source = getattr(provider, "check_source", None)
+    if check_source is not None:
+        check_source(source_ip)
     if len(body) > settings.max_body_bytes:
         raise PayloadTooLarge(f"body is {len(body)} bytes; the limit is {settings.max_body_bytes}")
     lowered = {name.lower(): value for name, value in headers.items()}
-    provider.verify_request(lowered, body, get_secret(provider_name), settings.webhook_tolerance_seconds)
+    secret = get_secret(provider_name)
+    provider.verify_request(lowered, body, secret, settings.webhook_tolerance_seconds)
     payload = provider.parse(body)
+    resolve = getattr(provider, "resolve", None)
+    if resolve is not None:
+        payload = resolve(payload, lowered, secret, _session())
     delivery_id = provider.delivery_id(payload)
     event_type = provider.event_type(payload)
     metrics.add_metric("WebhookReceived", MetricUnit.Count, 1)
@@ -126,8 +149,12 @@ def receive(
     enqueue_delivery = _enqueue_once()
     if lambda_context is not None:
         _idempotency_config().register_lambda_context(lambda_context)
+    # Anything logged while the events are in flight (botocore at DEBUG included) has their
+    # personal values masked, not only the shapes the redaction rules recognise.
+    personal = [value for event in events for value in event_values(event)]
     try:
-        outcome = enqueue_delivery(delivery=delivery)
+        with known_values(personal):
+            outcome = enqueue_delivery(delivery=delivery)
     except IdempotencyAlreadyInProgressError:
         raise DeliveryInProgress(
             f"delivery {delivery_id} is being processed by another request; retry later"
@@ -144,6 +171,8 @@ def receive(
         )
         return replace(result, status="duplicate")
     metrics.add_metric("EventsEnqueued", MetricUnit.Count, len(events) * len(settings.enabled_destinations))
+    for destination in settings.enabled_destinations:
+        count_for(destination, "Enqueued", len(events))
     logger.info(
         "webhook accepted",
         extra={"provider": provider_name, "delivery_id": delivery_id, "event_ids": list(result.event_ids)},

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 
 from conversion_relay.config import ConfigError, secret_name
+from conversion_relay.redaction import register_secret_values
 
 # Powertools' default is 300 s in v3; POWERTOOLS_PARAMETERS_MAX_AGE overrides it.
 MAX_AGE_SECONDS = int(os.environ.get("POWERTOOLS_PARAMETERS_MAX_AGE", "300"))
@@ -28,7 +30,25 @@ def get_secret(component: str, *, force_fetch: bool = False) -> dict[str, Any]:
         raise ConfigError(f"secret for {component} is not a JSON object") from None
     if not isinstance(value, dict):
         raise ConfigError(f"secret for {component} is not a JSON object")
+    # Whatever a log line might echo later (an error message, a URL), credentials are masked.
+    # Only credential fields: ids and routing rules stay readable in logs.
+    register_secret_values(_credentials(value))
     return value
+
+
+_CREDENTIAL_KEY = re.compile(r"secret|token|key|salt|password", re.IGNORECASE)
+
+
+def _credentials(value: Any, *, inside_credential: bool = False) -> list[Any]:
+    if isinstance(value, dict):
+        found: list[Any] = []
+        for key, item in value.items():
+            is_credential = inside_credential or bool(_CREDENTIAL_KEY.search(key))
+            found += _credentials(item, inside_credential=is_credential)
+        return found
+    if isinstance(value, list | tuple):
+        return [found for item in value for found in _credentials(item, inside_credential=inside_credential)]
+    return [value] if inside_credential else []
 
 
 def require(secret: dict[str, Any], component: str, *keys: str) -> None:

@@ -28,6 +28,8 @@ Decisions worth knowing:
   the newest refund in `refunds.data` (only present when the endpoint's API version or an expand
   includes it); else amount_refunded minus `previous_attributes.amount_refunded`; else amount_refunded
   itself, which is right for a first refund and overstates any later one when neither is available.
+  API versions since 2022-11-15 send neither, so `resolve` (below) fills `refunds.data` from
+  `GET /v1/refunds?charge=` when the stripe secret holds an optional `api_key`; see `resolve`.
 - A refund's transaction_id is the charge's payment_intent (else the charge id), which is the
   transaction_id the purchase had when the checkout created that payment intent.
 - Amounts are minor units converted with Stripe's own exponent table (ISK is two-decimal on Stripe).
@@ -48,7 +50,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
+import requests
+from aws_lambda_powertools.metrics import MetricUnit
+
 from conversion_relay.config import ConfigError
+from conversion_relay.errors import ProviderUnavailable
 from conversion_relay.model import (
     PURCHASE,
     REFUND,
@@ -61,6 +67,7 @@ from conversion_relay.model import (
     Source,
 )
 from conversion_relay.money import normalize_currency, to_major_units
+from conversion_relay.observability import logger, metrics
 from conversion_relay.providers import common
 from conversion_relay.signatures import (
     PayloadError,
@@ -81,6 +88,7 @@ __all__ = [
     "StripeProvider",
     "delivery_id",
     "parse",
+    "resolve",
     "to_events",
     "verify",
     "webhook_secrets",
@@ -92,6 +100,17 @@ SECRET_FIELD = "webhook_secrets"  # field of the stripe secret (JSON) holding th
 DEFAULT_TOLERANCE_SECONDS = 300  # stripe-python Webhook.DEFAULT_TOLERANCE
 _SCHEME = "v1"
 _CURRENCY_TABLE = "stripe"
+
+API_KEY_FIELD = "api_key"  # optional field of the stripe secret: a restricted key with Refunds: Read
+BASE_URL_VARIABLE = "STRIPE_API_BASE_URL"
+DEFAULT_BASE_URL = "https://api.stripe.com"
+REFUND_AMBIGUOUS_METRIC = "StripeRefundAmountAmbiguous"
+REFUND_INEXACT_METRIC = "StripeRefundAmountInexact"
+_REFUND_PAGE_SIZE = 100  # the List API's maximum
+_MAX_REFUND_PAGES = 10  # 1,000 refunds of one charge; beyond that the oldest are not read
+# A failed refund's amount goes back to the balance, and canceling is a kind of failure (Stripe's refunds
+# guide), so neither counts toward the charge's amount_refunded; pending and requires_action ones do.
+_UNCOUNTED_REFUND_STATUSES = frozenset({"failed", "canceled"})
 
 
 # --- authenticity -----------------------------------------------------------------------------------
@@ -503,6 +522,178 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+# --- completing charge.refunded from the API -------------------------------------------------------
+
+
+def api_key(secret: Mapping[str, Any]) -> str | None:
+    """The optional API key of the stripe secret (None when absent or blank); ConfigError if not a string."""
+    value = secret.get(API_KEY_FIELD)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"the stripe secret's {API_KEY_FIELD} must be a string (a restricted key rk_... with"
+            " Refunds: Read), or absent"
+        )
+    return value.strip()
+
+
+def resolve(
+    payload: Mapping[str, Any], secret: Mapping[str, Any], session: requests.Session
+) -> dict[str, Any]:
+    """The event, with `data.object.refunds.data` = [the refund this charge.refunded reports] when the
+    payload alone cannot tell it apart from earlier refunds of the same charge.
+
+    Only a charge.refunded without `refunds.data` and without `previous_attributes.amount_refunded`
+    (API versions since 2022-11-15 drop the refunds list from Charge objects) is completed, and only
+    when the stripe secret holds `api_key`; otherwise the mapping falls back to the cumulative
+    amount_refunded, counted as StripeRefundAmountAmbiguous when the charge is only partly refunded.
+    Raises errors.ProviderUnavailable (503, Stripe retries), errors.ObjectNotFound (404),
+    PayloadError (400) or ConfigError (500) as common.get_json classifies the API's answer.
+    """
+    if payload.get("type") != "charge.refunded":
+        return dict(payload)
+    data = payload["data"]
+    charge = data["object"]
+    cumulative = charge.get("amount_refunded")
+    if (
+        _newest_refund(charge.get("refunds")) is not None
+        or _is_int(_dict(data.get("previous_attributes")).get("amount_refunded"))
+        or not _is_int(cumulative)
+        or cumulative <= 0
+        or _text(charge.get("id")) is None
+    ):
+        return dict(payload)  # the mapping knows this refund's amount already, or will reject the event
+    key = api_key(secret)
+    if key is None or _key_mode_differs(key, payload):
+        _count_ambiguous(payload, charge, cumulative, key)
+        return dict(payload)
+    refunds, complete = _list_refunds(session, str(charge["id"]).strip(), key)
+    refund = _refund_for(payload, refunds, complete, cumulative)
+    if refund is None:
+        return dict(payload)
+    resolved_charge = {**charge, "refunds": {"object": "list", "data": [dict(refund)], "has_more": False}}
+    return {**payload, "data": {**data, "object": resolved_charge}}
+
+
+def _count_ambiguous(
+    payload: Mapping[str, Any], charge: Mapping[str, Any], cumulative: int, key: str | None
+) -> None:
+    captured = (
+        charge.get("amount_captured") if _is_int(charge.get("amount_captured")) else charge.get("amount")
+    )
+    if not _is_int(captured) or cumulative >= captured:
+        return  # fully refunded: most often one refund of everything, which the cumulative amount is
+    metrics.add_metric(REFUND_AMBIGUOUS_METRIC, MetricUnit.Count, 1)
+    logger.warning(
+        "partial refund without the refund in the payload: its amount is the cumulative amount_refunded,"
+        " which overstates it if the charge was refunded before",
+        extra={
+            "provider": PROVIDER_NAME,
+            "event_id": str(payload.get("id")),
+            "fix": (
+                f"add {API_KEY_FIELD} (a restricted key with Refunds: Read) to the stripe secret"
+                if key is None
+                else f"the stripe secret's {API_KEY_FIELD} is for the other mode (test/live) than this event"
+            ),
+        },
+    )
+
+
+def _key_mode_differs(key: str, payload: Mapping[str, Any]) -> bool:
+    """A test-mode key cannot read live charges and the reverse (sk_/rk_ + test_/live_ prefixes).
+
+    One relay may serve a test and a live endpoint; their events must not all fail with a 404.
+    """
+    livemode = payload.get("livemode")
+    if not isinstance(livemode, bool):
+        return False
+    if "_live_" in key[:8]:
+        return not livemode
+    if "_test_" in key[:8]:
+        return livemode
+    return False
+
+
+def _list_refunds(session: requests.Session, charge_id: str, key: str) -> tuple[list[dict[str, Any]], bool]:
+    """Every refund of the charge (newest first, as Stripe lists them), and whether the list is complete."""
+    url = f"{common.base_url(BASE_URL_VARIABLE, DEFAULT_BASE_URL)}/v1/refunds"
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+    refunds: list[dict[str, Any]] = []
+    params = {"charge": charge_id, "limit": str(_REFUND_PAGE_SIZE)}
+    for _ in range(_MAX_REFUND_PAGES):
+        try:
+            page = common.get_json(
+                session, url, headers=headers, provider="Stripe", what="charge's refunds", params=params
+            )
+        except ConfigError:
+            raise ConfigError(
+                f"the Stripe API refused the stripe secret's {API_KEY_FIELD} when listing refunds:"
+                " it must be a key of this account and mode with Refunds: Read"
+            ) from None
+        batch = page.get("data")
+        if not isinstance(batch, list):
+            raise ProviderUnavailable(
+                "the Stripe API answered the refund list without a data list; Stripe will retry"
+            )
+        listed = [
+            r for r in batch if isinstance(r, dict) and _text(r.get("id")) and _is_int(r.get("created"))
+        ]
+        refunds.extend(listed)
+        if page.get("has_more") is not True or not batch:
+            return refunds, True
+        last = batch[-1].get("id") if isinstance(batch[-1], dict) else None
+        if not _text(last):
+            return refunds, False
+        params = {**params, "starting_after": str(last)}
+    return refunds, False
+
+
+def _counts(refund: Mapping[str, Any]) -> bool:
+    return refund.get("status") not in _UNCOUNTED_REFUND_STATUSES and _is_int(refund.get("amount"))
+
+
+def _refund_for(
+    payload: Mapping[str, Any], refunds: list[dict[str, Any]], complete: bool, cumulative: int
+) -> dict[str, Any] | None:
+    """The refund that brought amount_refunded to `cumulative`, oldest first by (created, id).
+
+    Exact when the running total of the counted refunds meets `cumulative` at one refund. Otherwise
+    (a refund in it failed or was canceled since, two refunds in one second, more than 1,000 refunds)
+    the newest refund created at or before the event, counted as StripeRefundAmountInexact. A list that
+    cannot hold the event's refund yet (its refunds up to the event add up to less than `cumulative`)
+    is not final: ProviderUnavailable, so Stripe delivers the event again later.
+    """
+    ordered = sorted(refunds, key=lambda r: (r["created"], str(r["id"])))
+    if complete:
+        running = 0
+        for refund in ordered:
+            if _counts(refund):
+                running += refund["amount"]
+                if running == cumulative:
+                    return refund
+    created = payload.get("created")
+    before = [r for r in ordered if not _is_int(created) or r["created"] <= created]
+    listed_total = sum(r["amount"] for r in before if _is_int(r.get("amount")))
+    if complete and listed_total < cumulative:
+        raise ProviderUnavailable(
+            "the Stripe API does not list the refund this charge.refunded reports yet; Stripe will retry"
+        )
+    chosen = before[-1] if before else (ordered[0] if ordered else None)
+    metrics.add_metric(REFUND_INEXACT_METRIC, MetricUnit.Count, 1)
+    logger.warning(
+        "no refund of the charge adds up to the event's amount_refunded: took the newest one before it",
+        extra={
+            "provider": PROVIDER_NAME,
+            "event_id": str(payload.get("id")),
+            "refund_id": None if chosen is None else str(chosen["id"]),
+            "refunds_listed": len(refunds),
+            "list_complete": complete,
+        },
+    )
+    return chosen
+
+
 # --- registration -----------------------------------------------------------------------------------
 
 
@@ -531,6 +722,16 @@ class StripeProvider:
 
     def parse(self, body: bytes) -> dict[str, Any]:
         return parse(body)
+
+    def resolve(
+        self,
+        payload: Mapping[str, Any],
+        headers: Mapping[str, str],
+        secret: Mapping[str, Any],
+        session: requests.Session,
+    ) -> dict[str, Any]:
+        """Completes a charge.refunded that lacks its refund from the API (see `resolve` above)."""
+        return resolve(payload, secret, session)
 
     def event_type(self, payload: Mapping[str, Any]) -> str:
         return str(payload.get("type", ""))

@@ -37,6 +37,7 @@ def test_one_container_alone_cannot_exceed_the_limit(parameters):
         ("AppsflyerMobileBaseUrl", appsflyer_mobile.DEFAULT_MOBILE_BASE_URL),
         ("AppsflyerTarget", appsflyer.Target.WEB.value),
         ("AppsflyerLateEventPolicy", appsflyer.LatePolicy.SEND.value),
+        ("AppsflyerAmbiguousPolicy", appsflyer.Settings().ambiguous_policy.value),
         ("AppsflyerMaxRequestsPerSecond", appsflyer.DEFAULT_MAX_REQUESTS_PER_SECOND),
     ],
 )
@@ -47,7 +48,11 @@ def test_template_defaults_match_the_code(parameters, parameter: str, code_defau
 
 @pytest.mark.parametrize(
     ("parameter", "enum"),
-    [("AppsflyerTarget", appsflyer.Target), ("AppsflyerLateEventPolicy", appsflyer.LatePolicy)],
+    [
+        ("AppsflyerTarget", appsflyer.Target),
+        ("AppsflyerLateEventPolicy", appsflyer.LatePolicy),
+        ("AppsflyerAmbiguousPolicy", appsflyer.AmbiguousPolicy),
+    ],
 )
 def test_allowed_values_are_what_the_code_accepts(parameters, parameter: str, enum: Any):
     assert sorted(parameters[parameter]["AllowedValues"]) == sorted(member.value for member in enum)

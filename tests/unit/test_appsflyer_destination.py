@@ -17,6 +17,7 @@ from conversion_relay.destinations import appsflyer
 from conversion_relay.destinations.appsflyer import (
     MAX_EVENT_VALUE_CHARS,
     MAX_PAYLOAD_BYTES,
+    AmbiguousPolicy,
     AppsflyerDestination,
     classify_response,
     encode_payload,
@@ -431,25 +432,46 @@ def test_http_statuses_over_the_wire(live: FakeAppsflyer, session, status, body,
     assert DEV_KEY not in outcome.reason
 
 
-def test_dropped_connection_is_retried(live: FakeAppsflyer, session):
+def test_dropped_connection_is_dead_lettered_as_uncertain_by_default(live: FakeAppsflyer, session):
+    # The request may have been recorded; AppsFlyer does not de-duplicate, so no blind resend.
     live.fail_next(1, None)
     dest = destination(session, live.url)
     [outcome] = dest.send([prepared(make_event(), dest)])
-    assert outcome.status is Status.RETRY
+    assert (outcome.status, outcome.error_code) == (Status.REJECT, "uncertain")
+    assert outcome.reason.startswith("uncertain: network error")
+    assert "relay replay --reason uncertain" in outcome.reason
+
+
+def test_dropped_connection_is_retried_when_the_policy_says_retry(live: FakeAppsflyer, session):
+    live.fail_next(1, None)
+    dest = destination(session, live.url, ambiguous_policy=AmbiguousPolicy.RETRY)
+    [outcome] = dest.send([prepared(make_event(), dest)])
+    assert (outcome.status, outcome.error_code) == (Status.RETRY, "ambiguous")
     assert outcome.reason.startswith("network error")
 
 
-def test_read_timeout_is_retried():
+def test_a_refused_connection_is_retried_whatever_the_policy(session):
+    # Nothing listens on port 9: no byte reached AppsFlyer, so a retry cannot double count.
+    dest = destination(session, "http://127.0.0.1:9")
+    [outcome] = dest.send([prepared(make_event(), dest)])
+    assert (outcome.status, outcome.error_code) == (Status.RETRY, "not_sent")
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [(AmbiguousPolicy.DEAD_LETTER, Status.REJECT), (AmbiguousPolicy.RETRY, Status.RETRY)],
+)
+def test_read_timeout_follows_the_ambiguous_policy(policy, expected):
     # Its own fake and session: the handler keeps sleeping after we give up on it.
     own = FakeAppsflyer(bundle_id=BUNDLE, web_dev_key=DEV_KEY).start()
     own.fail_next(1, 200, {"status": "OK"}, delay_seconds=1.0)
     try:
         with requests.Session() as fresh:
-            dest = destination(fresh, own.url, timeout=(2.0, 0.2))
+            dest = destination(fresh, own.url, timeout=(2.0, 0.2), ambiguous_policy=policy)
             [outcome] = dest.send([prepared(make_event(), dest)])
     finally:
         own.stop()
-    assert outcome.status is Status.RETRY
+    assert outcome.status is expected
     assert "Timeout" in outcome.reason
 
 

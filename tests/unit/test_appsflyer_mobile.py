@@ -15,7 +15,12 @@ import requests
 from conversion_relay import config
 from conversion_relay.config import ConfigError
 from conversion_relay.destinations import appsflyer, appsflyer_mobile
-from conversion_relay.destinations.appsflyer import MAX_PAYLOAD_BYTES, AppsflyerDestination, encode_payload
+from conversion_relay.destinations.appsflyer import (
+    MAX_PAYLOAD_BYTES,
+    AmbiguousPolicy,
+    AppsflyerDestination,
+    encode_payload,
+)
 from conversion_relay.destinations.appsflyer_mobile import (
     AppsflyerMobileDestination,
     app_platform,
@@ -409,12 +414,28 @@ def test_dropped_connection_is_an_ambiguous_retry(live: FakeAppsflyerMobile, ses
         live.url,
         count=counted.append,
         clock=lambda: NOW,
+        ambiguous_policy=AmbiguousPolicy.RETRY,
     )
     live.fail_next(1, None)
     [outcome] = dest.send([prepared(make_event(), dest)])
     assert outcome.status is Status.RETRY
     assert "ambiguous" in outcome.reason
     assert counted == ["AmbiguousRetry"]
+
+
+def test_dropped_connection_is_dead_lettered_as_uncertain_by_default(live: FakeAppsflyerMobile, session):
+    counted: list[str] = []
+    dest = AppsflyerMobileDestination(
+        {"app_id": ANDROID_APP, "s2s_key": S2S_KEY},
+        session,
+        live.url,
+        count=counted.append,
+        clock=lambda: NOW,
+    )
+    live.fail_next(1, None)
+    [outcome] = dest.send([prepared(make_event(), dest)])
+    assert (outcome.status, outcome.error_code) == (Status.REJECT, "uncertain")
+    assert counted == ["AmbiguousDeadLettered"]
 
 
 # -- the fake's own rules ----------------------------------------------------------------------------

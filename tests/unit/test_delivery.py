@@ -557,3 +557,12 @@ def test_retry_policy_reads_the_environment(monkeypatch):
     monkeypatch.setenv("RETRY_CAP_SECONDS", "10")
     monkeypatch.setenv("RETRY_LIMIT_SECONDS", "0")
     assert RetryPolicy.from_environment() == RetryPolicy(base_seconds=2, cap_seconds=10, limit_seconds=0)
+
+
+def test_an_uncertain_reject_is_dead_lettered_as_uncertain_not_as_rejected():
+    reason = "uncertain: network error: ReadTimeout; check the event in AppsFlyer's raw data"
+    destination = ScriptedDestination({"e1": Outcome.reject(reason, error_code="uncertain")})
+    response, sqs, _ = run(sqs_event(("m1", event_body("e1"))), destination)
+    assert failures(response) == []
+    assert attributes(sqs.sent[0])["failure"] == "uncertain"
+    assert attributes(sqs.sent[0])["reason"].startswith("uncertain: network error")

@@ -389,7 +389,9 @@ def _decide(
     if item.failure:
         return Decision("dead_letter", item.failure, reason=outcome.reason)
     if outcome.status is Status.REJECT:
-        return Decision("dead_letter", "rejected", reason=outcome.reason)
+        # "uncertain": the destination may have recorded it (no answer came back) and does not dedupe.
+        failure = "uncertain" if outcome.error_code == "uncertain" else "rejected"
+        return Decision("dead_letter", failure, reason=outcome.reason)
     if outcome.status is not Status.RETRY:
         return Decision("ack")
     attempt = item.record.receive_count

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import quote
 
 import requests
+import urllib3
 
 from conversion_relay import config
 from conversion_relay.config import ConfigError
@@ -145,11 +146,19 @@ class LatePolicy(enum.StrEnum):
     REJECT = "reject"  # dead-letter it with reason "expired: ..." / "future: ..."
 
 
+class AmbiguousPolicy(enum.StrEnum):
+    """What to do when a request may have reached AppsFlyer but no answer came back."""
+
+    DEAD_LETTER = "dead_letter"  # DLQ as "uncertain": a person checks AppsFlyer, then replays
+    RETRY = "retry"  # resend: never missing, but counted twice if the first one was recorded
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     target: Target = Target.WEB
     late_policy: LatePolicy = LatePolicy.SEND
     max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
+    ambiguous_policy: AmbiguousPolicy = AmbiguousPolicy.DEAD_LETTER
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -158,6 +167,9 @@ class Settings:
             late_policy=_choice("APPSFLYER_LATE_EVENT_POLICY", LatePolicy, LatePolicy.SEND),
             max_requests_per_second=_positive(
                 "APPSFLYER_MAX_REQUESTS_PER_SECOND", DEFAULT_MAX_REQUESTS_PER_SECOND
+            ),
+            ambiguous_policy=_choice(
+                "APPSFLYER_AMBIGUOUS_POLICY", AmbiguousPolicy, AmbiguousPolicy.DEAD_LETTER
             ),
         )
 
@@ -446,6 +458,7 @@ class ConcurrentSender:
         timeout: tuple[float, float],
         rate_limiter: TokenBucket | None,
         count: Counter,
+        ambiguous_policy: AmbiguousPolicy = AmbiguousPolicy.DEAD_LETTER,
     ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -454,6 +467,7 @@ class ConcurrentSender:
         self._timeout = timeout
         self.rate_limiter = rate_limiter
         self._count = count
+        self.ambiguous_policy = AmbiguousPolicy(ambiguous_policy)
 
     def send(self, batch: Sequence[Prepared]) -> list[Outcome]:
         """One request per event, at most `max_workers` in flight; outcomes in input order."""
@@ -467,10 +481,20 @@ class ConcurrentSender:
 
     def _send_counted(self, prepared: Prepared) -> Outcome:
         outcome = self._send_one(prepared)
-        if outcome.error_code == "ambiguous":
+        if outcome.error_code != "ambiguous":
+            return outcome
+        if self.ambiguous_policy is AmbiguousPolicy.RETRY:
             # A retry that may double count (no dedup at AppsFlyer): visible, so it can be reconciled.
             self._count("AmbiguousRetry")
-        return outcome
+            return outcome
+        # AppsFlyer does not de-duplicate, so resending could count the revenue twice; the DLQ keeps
+        # the event, with a reason, for a person to check and replay if it is missing.
+        self._count("AmbiguousDeadLettered")
+        return Outcome.reject(
+            f"uncertain: {outcome.reason}; check the event in AppsFlyer's raw data, and replay it "
+            "(relay replay --reason uncertain) only if it is missing",
+            error_code="uncertain",
+        )
 
     def _send_one(self, prepared: Prepared) -> Outcome:
         raise NotImplementedError
@@ -525,6 +549,7 @@ class AppsflyerDestination(ConcurrentSender):
         max_workers: int = DEFAULT_MAX_WORKERS,
         timeout: tuple[float, float] = TIMEOUT,
         late_policy: LatePolicy = LatePolicy.SEND,
+        ambiguous_policy: AmbiguousPolicy = AmbiguousPolicy.DEAD_LETTER,
         rate_limiter: TokenBucket | None = None,
         link_store: LinkStore | None = None,
         clock: Callable[[], datetime] = utc_now,
@@ -532,7 +557,12 @@ class AppsflyerDestination(ConcurrentSender):
     ) -> None:
         require(dict(credentials), self.name, "bundle_id", "web_dev_key")
         super().__init__(
-            session, max_workers=max_workers, timeout=timeout, rate_limiter=rate_limiter, count=count
+            session,
+            max_workers=max_workers,
+            timeout=timeout,
+            rate_limiter=rate_limiter,
+            count=count,
+            ambiguous_policy=ambiguous_policy,
         )
         self._web_dev_key = str(credentials["web_dev_key"])
         self._bundle_id = str(credentials["bundle_id"])
@@ -567,6 +597,7 @@ class AppsflyerDestination(ConcurrentSender):
             late_policy=settings.late_policy,
             rate_limiter=shared_bucket(settings.max_requests_per_second, max_workers),
             link_store=link_store_from_environment(),
+            ambiguous_policy=settings.ambiguous_policy,
         )
 
     # -- prepare -------------------------------------------------------------------------------------
@@ -778,12 +809,20 @@ def classify_network_error(error: requests.RequestException) -> Outcome:
     outcome = classify_transport_error(error)
     if outcome.status is not Status.RETRY:
         return outcome
-    if isinstance(error, requests.ConnectTimeout):
+    if _provably_not_sent(error):
         return Outcome.retry(f"{outcome.reason} (not sent: no connection)", error_code="not_sent")
     return Outcome.retry(
         f"{outcome.reason} (ambiguous: AppsFlyer may have recorded it and does not deduplicate)",
         error_code="ambiguous",
     )
+
+
+def _provably_not_sent(error: requests.RequestException) -> bool:
+    """A connect timeout, a refused connection or a failed DNS lookup: no byte reached AppsFlyer."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    cause = error.args[0] if error.args else None
+    return isinstance(getattr(cause, "reason", cause), urllib3.exceptions.NewConnectionError)
 
 
 def classify_response(

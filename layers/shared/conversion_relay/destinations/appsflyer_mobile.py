@@ -34,6 +34,7 @@ from conversion_relay.config import ConfigError
 from conversion_relay.destinations.appsflyer import (
     DEFAULT_MAX_WORKERS,
     MAX_PAYLOAD_BYTES,
+    AmbiguousPolicy,
     ConcurrentSender,
     Counter,
     LatePolicy,
@@ -119,13 +120,19 @@ class AppsflyerMobileDestination(ConcurrentSender):
         max_workers: int = DEFAULT_MAX_WORKERS,
         timeout: tuple[float, float] = TIMEOUT,
         late_policy: LatePolicy = LatePolicy.SEND,
+        ambiguous_policy: AmbiguousPolicy = AmbiguousPolicy.DEAD_LETTER,
         rate_limiter: TokenBucket | None = None,
         clock: Callable[[], datetime] = utc_now,
         count: Counter = count_metric,
     ) -> None:
         require(dict(credentials), self.name, "app_id", "s2s_key")
         super().__init__(
-            session, max_workers=max_workers, timeout=timeout, rate_limiter=rate_limiter, count=count
+            session,
+            max_workers=max_workers,
+            timeout=timeout,
+            rate_limiter=rate_limiter,
+            count=count,
+            ambiguous_policy=ambiguous_policy,
         )
         app_id = str(credentials["app_id"]).strip()
         declared = credentials.get("platform")
@@ -147,6 +154,7 @@ class AppsflyerMobileDestination(ConcurrentSender):
             base_url,
             max_workers=max_workers,
             late_policy=settings.late_policy,
+            ambiguous_policy=settings.ambiguous_policy,
             rate_limiter=shared_bucket(settings.max_requests_per_second, max_workers),
         )
 

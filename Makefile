@@ -13,8 +13,10 @@ SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 # sam build needs the runtime's exact interpreter on PATH.
 SAM_PATH := $(dir $(PYTHON)):$(PATH)
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: help install lint format test test-fast local validate build events bench clean
+.PHONY: help install lint format test test-fast local validate security build events bench chaos clean
 
 help:
 	@echo "make local     run the whole relay on 127.0.0.1 (moto + fake destinations), Ctrl-C to stop"
@@ -22,11 +24,15 @@ help:
 	@echo "make validate  sam validate --lint, cfn-lint on the template and on its SAM-transformed form"
 	@echo "make build     sam build (offline, arm64) and compile hash-based .pyc into the artifacts"
 	@echo "make events    regenerate the signed sample events in events/"
+	@echo "make bench     cold start, ingest CPU, consumer throughput, hashing, cost -> bench/results/"
+	@echo "make security  checkov on the template and its SAM-transformed form (no failed check allowed)"
+	@echo "make chaos     thousands of webhooks through the local stack under injected faults (CHAOS_WEBHOOKS)"
 
-$(BIN)/.installed: requirements-dev.txt layers/shared/requirements.txt
+$(BIN)/.installed: requirements-dev.txt layers/shared/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -e . --no-deps
 	touch $@
 
 install: $(BIN)/.installed
@@ -60,12 +66,34 @@ validate: install $(SAM_VENV)/.installed
 	AWS_DEFAULT_REGION=us-east-1 $(BIN)/python tools/sam2cfn.py template.yaml build/cfn.json
 	$(BIN)/cfn-lint build/cfn.json
 
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q -r requirements-checkov.txt
+	touch $@
+
+# Suppressions live in the template, in each resource's Metadata (checkov: skip: id + comment), and carry
+# over to the transformed form. --skip-download: offline, no Prisma Cloud look-ups.
+security: install $(CHECKOV_VENV)/.installed
+	mkdir -p build
+	AWS_DEFAULT_REGION=us-east-1 $(BIN)/python tools/sam2cfn.py template.yaml build/cfn.json
+	$(CHECKOV) -f template.yaml -f build/cfn.json --framework cloudformation --quiet --compact --skip-download
+
 build: $(SAM_VENV)/.installed
 	PATH="$(SAM_PATH)" $(SAM) build
 	$(PYTHON) -m compileall -q --invalidation-mode unchecked-hash .aws-sam/build
+
+# Benchmarks print ratios against baselines measured in the same run; `make test` never runs them.
+# The artifact measured is assembled under build/bench (pip install --target, as sam build lays it out).
+bench: install
+	PYTHONPATH=layers/shared:. BENCH_PYTHON=$(PYTHON) $(BIN)/python -m bench.run
+
+# Loopback only, bounded: CHAOS_WEBHOOKS posts (default 2000), CHAOS_MAX_SECONDS (default 900).
+chaos: install
+	$(BIN)/python tools/chaos.py
 
 events: install
 	$(BIN)/python tools/make_events.py
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam build .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam build .pytest_cache .ruff_cache .hypothesis

@@ -51,6 +51,10 @@ from relay_local.template_settings import (
 log = logging.getLogger("relay_local")
 
 DESTINATIONS = ("ga4", "meta", "appsflyer")
+# Payment providers whose webhooks the ingest completes from the provider's API: a fake API is started
+# for each one whose secret is given (stripe: only when its secret holds the optional "api_key"), and
+# <NAME>_API_BASE_URL points the ingest at it.
+PROVIDER_APIS = ("portone", "toss", "stripe")
 LAYER_PATH = template_settings.PROJECT_ROOT / "layers" / "shared"
 SERVICE_NAME = "conversion-relay-local"
 LOCAL_ROUTE_PREFIX = "/_local"
@@ -80,7 +84,9 @@ class LocalRelay:
         template: Path | str = template_settings.DEFAULT_TEMPLATE,
     ) -> None:
         """
-        secrets: one JSON secret per top-level key ("stripe", "ga4", "meta", "appsflyer").
+        secrets: one JSON secret per top-level key ("stripe", "ga4", "meta", "appsflyer", and the
+            providers "portone", "toss", "paddle", "events"; a portone or toss secret, or a stripe secret
+            with "api_key", also starts a fake of that provider's API, in `provider_apis`).
         destinations: destination -> real base URL; a destination not named here gets a local fake.
         fast_retries: failed messages are visible again at once instead of after the visibility timeout.
         background_pollers: poll the queues in threads (make local); False leaves it to drain().
@@ -110,6 +116,7 @@ class LocalRelay:
         self.settings: TemplateSettings | None = None
         self.endpoint_url = ""
         self.fakes: dict[str, FakeServer] = {}
+        self.provider_apis: dict[str, Any] = {}  # "portone" -> FakePortOne, "toss" -> FakeToss
         self.queue_urls: dict[str, str] = {}
         self.dlq_urls: dict[str, str] = {}
         self.secret_names: dict[str, str] = {}
@@ -180,6 +187,10 @@ class LocalRelay:
                 continue
             fake = build_fake(name, self.secrets[name])
             self.fakes[name] = fake.start()
+        for name in PROVIDER_APIS:
+            provider_api = _provider_api(name, self.secrets[name]) if name in self.secrets else None
+            if provider_api is not None:
+                self.provider_apis[name] = provider_api.start()
         self._create_resources(settings)
         self.environment = self._compose_environment(settings)
         os.environ.update(self.environment)
@@ -220,7 +231,7 @@ class LocalRelay:
             _quietly(source.stop)
         if self._api is not None:
             _quietly(self._api.stop)
-        for fake in self.fakes.values():
+        for fake in [*self.fakes.values(), *self.provider_apis.values()]:
             _quietly(fake.stop)
         if self._moto is not None:
             _quietly(self._moto.stop)
@@ -338,7 +349,7 @@ class LocalRelay:
             raise RuntimeError("LocalRelay is not started")
         self._pause_pollers()
         try:
-            for fake in self.fakes.values():
+            for fake in [*self.fakes.values(), *self.provider_apis.values()]:
                 fake.reset()
             for logical_id in self.settings.queues:
                 self.sqs.delete_queue(QueueUrl=self._resources[logical_id]["Ref"])
@@ -457,9 +468,15 @@ class LocalRelay:
                 environment[f"{name.upper()}_BASE_URL"] = self.real_destinations[name]
             elif name in self.fakes:
                 environment[f"{name.upper()}_BASE_URL"] = self.fakes[name].url
+        for name, api in self.provider_apis.items():
+            environment[f"{name.upper()}_API_BASE_URL"] = api.url
         # Each function has its own service name in the template; in one process there is one.
         environment["POWERTOOLS_SERVICE_NAME"] = SERVICE_NAME
         environment["ENABLED_DESTINATIONS"] = ",".join(self.enabled_destinations)
+        if self.fast_retries:
+            # The consumers' per-message backoff (delivery.RetryPolicy) would hide a retry for up to
+            # 15 minutes; in fast mode every retry is immediate, as the event source makes it anyway.
+            environment["RETRY_LIMIT_SECONDS"] = "0"
         environment.update(self.extra_environment)
         return environment
 
@@ -509,7 +526,19 @@ class LocalRelay:
             routes[f"{LOCAL_ROUTE_PREFIX}/received/{name}"] = functools.partial(_received_summary, name, fake)
         for name in self.dlq_urls:
             routes[f"{LOCAL_ROUTE_PREFIX}/dlq/{name}"] = functools.partial(self._dlq_summary, name)
+        routes[f"{LOCAL_ROUTE_PREFIX}/stack"] = self.describe
         return routes
+
+    def describe(self) -> dict[str, Any]:
+        """Where the local resources are, like the deployed stack's outputs (for `relay --local`)."""
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region": LOCAL_REGION,
+            "api_url": self.api_url,
+            "queues": dict(self.queue_urls),
+            "dead_letter_queues": dict(self.dlq_urls),
+            "table": self.table_name,
+        }
 
     def _dlq_summary(self, destination: str) -> dict[str, Any]:
         # Reasons and attributes only: bodies carry the customer's data.
@@ -522,6 +551,24 @@ class LocalRelay:
         }
         for name, function in functions.items():
             self.handlers[name] = _load_module(f"relay_fn_{name}", function.handler_file)
+
+
+def _provider_api(provider: str, secret: Mapping[str, Any]) -> FakeServer | None:
+    """A fake of the provider's API that accepts the credential in the provider's secret."""
+    if provider == "stripe":
+        # The Stripe API is optional (charge.refunded read-back): no api_key, no fake, no reads.
+        if not secret.get("api_key"):
+            return None
+        from relay_local.fakes.stripe_api import FakeStripeApi
+
+        return FakeStripeApi(api_key=str(secret["api_key"]).strip())
+    if provider == "portone":
+        from relay_local.fakes.portone import FakePortOne
+
+        return FakePortOne(api_secret=str(secret["api_secret"]))
+    from relay_local.fakes.toss import FakeToss
+
+    return FakeToss(secret_key=str(secret["secret_key"]))
 
 
 def _received_summary(destination: str, fake: FakeServer) -> dict[str, Any]:

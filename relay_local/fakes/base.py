@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -50,6 +51,14 @@ class Fault:
     status: int | None = None  # None: no HTTP answer at all (connection dropped)
     body: Any = None
     delay_seconds: float = 0.0
+    # False: the request never reaches the API (a proxy's 5xx, a refused or dropped connection).
+    # True: the API handles it (records and accepts it), then the answer is lost: after delay_seconds
+    # the fake sends `status` or, when None, drops the connection. With a delay beyond the client's
+    # read timeout this is the ambiguous timeout that can double-count at a destination without dedup.
+    processed: bool = False
+
+
+FaultPlan = Callable[[Request], Fault | None]
 
 
 RECEIVED_PATH = "/_received"
@@ -64,8 +73,11 @@ class FakeServer:
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self.latency_seconds = 0.0
+        # Consulted for each request once the fail_next queue is empty (e.g. random faults in `make chaos`).
+        self.fault_plan: FaultPlan | None = None
         self.received: list[Request] = []  # every request, including faulted ones
-        self.accepted: list[Request] = []  # requests the fake answered with success
+        self.accepted: list[Request] = []  # requests the fake accepted (a processed fault's too)
+        self.faulted: list[tuple[Request, Fault]] = []  # every request that met a fault, with the fault
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -94,7 +106,9 @@ class FakeServer:
             self._faults.clear()
             self.received.clear()
             self.accepted.clear()
+            self.faulted.clear()
             self.latency_seconds = 0.0
+            self.fault_plan = None
 
     def summary(self) -> list[dict[str, Any]]:
         """What the fake accepted, one PII-free line per event (served at GET /_received)."""
@@ -111,9 +125,18 @@ class FakeServer:
         raise NotImplementedError
 
     # -- plumbing ------------------------------------------------------------------------------------
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, request: Request) -> Fault | None:
         with self._lock:
-            return self._faults.popleft() if self._faults else None
+            if self._faults:
+                return self._faults.popleft()
+            plan = self.fault_plan
+        return plan(request) if plan is not None else None
+
+    def _respond_safely(self, request: Request) -> Response:
+        try:
+            return self.respond(request)
+        except Exception as error:  # a bug in a fake must show, not hang the client
+            return Response(500, {"fake_error": repr(error)})
 
     def _record(self, request: Request, response: Response | None) -> None:
         with self._lock:
@@ -150,23 +173,35 @@ class FakeServer:
                 )
                 if fake.latency_seconds:
                     time.sleep(fake.latency_seconds)
-                fault = fake._next_fault()
+                fault = fake._next_fault(request)
                 if fault is not None:
+                    with fake._lock:
+                        fake.faulted.append((request, fault))
+                    if fault.processed:
+                        fake._record(request, fake._respond_safely(request))
                     if fault.delay_seconds:
                         time.sleep(fault.delay_seconds)
                     if fault.status is None:
-                        fake._record(request, None)
+                        if not fault.processed:
+                            fake._record(request, None)
                         self.close_connection = True
                         self.connection.close()
                         return
                     response = Response(fault.status, fault.body)
+                    if fault.processed:
+                        self._write_late(response)
+                        return
                 else:
-                    try:
-                        response = fake.respond(request)
-                    except Exception as error:  # a bug in a fake must show, not hang the client
-                        response = Response(500, {"fake_error": repr(error)})
+                    response = fake._respond_safely(request)
                 fake._record(request, response)
                 self._write(response)
+
+            def _write_late(self, response: Response) -> None:
+                # The client may have given up (read timeout) and closed the connection meanwhile.
+                try:
+                    self._write(response)
+                except OSError:
+                    self.close_connection = True
 
             def _write(self, response: Response) -> None:
                 payload, content_type = response.encode()

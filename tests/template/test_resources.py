@@ -16,10 +16,16 @@ FUNCTIONS = {
     "AppsflyerFunction": "appsflyer",
 }
 SECRET_PARAMETER = {
-    "IngestFunction": "StripeSecretName",
-    "Ga4Function": "Ga4SecretName",
-    "MetaFunction": "MetaSecretName",
-    "AppsflyerFunction": "AppsflyerSecretName",
+    "IngestFunction": {
+        "StripeSecretName",
+        "PortoneSecretName",
+        "TossSecretName",
+        "PaddleSecretName",
+        "EventsSecretName",
+    },
+    "Ga4Function": {"Ga4SecretName"},
+    "MetaFunction": {"MetaSecretName"},
+    "AppsflyerFunction": {"AppsflyerSecretName"},
 }
 COMMON_ENV = {
     "POWERTOOLS_SERVICE_NAME",
@@ -28,6 +34,7 @@ COMMON_ENV = {
     "IDEMPOTENCY_TABLE",
     "MAPPING_OVERRIDES",
     "POWERTOOLS_PARAMETERS_MAX_AGE",
+    "POWERTOOLS_TRACE_DISABLED",
 }
 CONTRACT_ENV = {
     "IngestFunction": {
@@ -36,21 +43,53 @@ CONTRACT_ENV = {
         "META_QUEUE_URL",
         "APPSFLYER_QUEUE_URL",
         "STRIPE_SECRET_NAME",
+        "PORTONE_SECRET_NAME",
+        "TOSS_SECRET_NAME",
+        "PADDLE_SECRET_NAME",
+        "EVENTS_SECRET_NAME",
+        "PORTONE_API_BASE_URL",
+        "TOSS_API_BASE_URL",
+        "TOSS_ALLOWED_SOURCE_IPS",
+        "STRIPE_API_BASE_URL",
         "WEBHOOK_TOLERANCE_SECONDS",
         "MAX_BODY_BYTES",
     },
-    "Ga4Function": {"GA4_SECRET_NAME", "GA4_DLQ_URL", "GA4_BASE_URL", "MAX_RECEIVE_COUNT"},
+    "Ga4Function": {
+        "GA4_SECRET_NAME",
+        "GA4_DLQ_URL",
+        "GA4_QUEUE_URL",
+        "GA4_BASE_URL",
+        "GA4_CLIENT_ID_POLICY",
+        "GA4_DEBUG_MODE",
+        "GA4_SHADOW_SAMPLE_RATE",
+        "GA4_MAX_PARAM_VALUE_LENGTH",
+        "GA4_USER_DATA",
+        "MAX_RECEIVE_COUNT",
+    },
     "MetaFunction": {
         "META_SECRET_NAME",
         "META_DLQ_URL",
+        "META_QUEUE_URL",
         "META_BASE_URL",
         "META_API_VERSION",
+        "META_MAX_EVENTS_PER_REQUEST",
+        "META_TEST_EVENTS",
+        "META_DEFAULT_ACTION_SOURCE",
+        "META_RENEWAL_ACTION_SOURCE",
+        "META_DEFAULT_PHONE_COUNTRY_CODE",
+        "META_LIMITED_DATA_USE",
         "MAX_RECEIVE_COUNT",
     },
     "AppsflyerFunction": {
         "APPSFLYER_SECRET_NAME",
         "APPSFLYER_DLQ_URL",
+        "APPSFLYER_QUEUE_URL",
         "APPSFLYER_BASE_URL",
+        "APPSFLYER_TARGET",
+        "APPSFLYER_MOBILE_BASE_URL",
+        "APPSFLYER_LATE_EVENT_POLICY",
+        "APPSFLYER_AMBIGUOUS_POLICY",
+        "APPSFLYER_MAX_REQUESTS_PER_SECOND",
         "MAX_RECEIVE_COUNT",
     },
 }
@@ -119,12 +158,25 @@ def test_environment_values_point_at_the_right_resources(cfn, destinations):
         ("IngestFunction", "WEBHOOK_TOLERANCE_SECONDS", 300),
         ("IngestFunction", "MAX_BODY_BYTES", "262144"),
         ("IngestFunction", "STRIPE_SECRET_NAME", "conversion-relay/stripe"),
+        ("IngestFunction", "PORTONE_SECRET_NAME", "conversion-relay/portone"),
+        ("IngestFunction", "TOSS_SECRET_NAME", "conversion-relay/toss"),
+        ("IngestFunction", "PADDLE_SECRET_NAME", "conversion-relay/paddle"),
+        ("IngestFunction", "EVENTS_SECRET_NAME", "conversion-relay/events"),
+        ("IngestFunction", "PORTONE_API_BASE_URL", "https://api.portone.io"),
+        ("IngestFunction", "TOSS_API_BASE_URL", "https://api.tosspayments.com"),
+        ("IngestFunction", "TOSS_ALLOWED_SOURCE_IPS", ""),
+        ("IngestFunction", "STRIPE_API_BASE_URL", "https://api.stripe.com"),
         ("IngestFunction", "MAPPING_OVERRIDES", ""),
         ("IngestFunction", "POWERTOOLS_PARAMETERS_MAX_AGE", "300"),
         ("IngestFunction", "POWERTOOLS_LOG_LEVEL", "INFO"),
         ("IngestFunction", "POWERTOOLS_METRICS_NAMESPACE", "ConversionRelay"),
         ("Ga4Function", "GA4_BASE_URL", "https://www.google-analytics.com"),
         ("Ga4Function", "GA4_SECRET_NAME", "conversion-relay/ga4"),
+        ("Ga4Function", "GA4_CLIENT_ID_POLICY", "reject"),
+        ("Ga4Function", "GA4_DEBUG_MODE", "none"),
+        ("Ga4Function", "GA4_SHADOW_SAMPLE_RATE", "0"),
+        ("Ga4Function", "GA4_MAX_PARAM_VALUE_LENGTH", "100"),
+        ("Ga4Function", "GA4_USER_DATA", "disabled"),
         ("MetaFunction", "META_BASE_URL", "https://graph.facebook.com"),
         ("MetaFunction", "META_API_VERSION", "v25.0"),
         ("MetaFunction", "META_SECRET_NAME", "conversion-relay/meta"),
@@ -198,7 +250,7 @@ def secret_parameters_readable_by(cfn: dict[str, Any], function_id: str) -> set[
 
 @pytest.mark.parametrize("function_id", sorted(FUNCTIONS))
 def test_each_function_reads_only_its_own_secret(cfn, function_id):
-    assert secret_parameters_readable_by(cfn, function_id) == {SECRET_PARAMETER[function_id]}
+    assert secret_parameters_readable_by(cfn, function_id) == SECRET_PARAMETER[function_id]
     for statement in role_statements(cfn, function_id):
         secret_actions = [a for a in actions(statement) if a.startswith("secretsmanager:")]
         assert secret_actions in ([], ["secretsmanager:GetSecretValue"])
@@ -285,7 +337,7 @@ def _allowed(parameter: dict[str, Any], value: str) -> bool:
     ],
 )
 def test_secret_parameters_accept_names_and_arns_but_no_wildcards(sam, value, ok):
-    for name in SECRET_PARAMETER.values():
+    for name in set().union(*SECRET_PARAMETER.values()):
         assert _allowed(sam["Parameters"][name], value) is ok, name
 
 
@@ -361,9 +413,10 @@ def test_idempotency_table_matches_powertools_defaults(cfn):
     assert table["BillingMode"] == "PAY_PER_REQUEST"
 
 
-def test_webhook_route_goes_to_the_ingest_with_payload_v2(cfn):
+@pytest.mark.parametrize("path", ["/webhooks/{provider}", "/events"])
+def test_webhook_route_goes_to_the_ingest_with_payload_v2(cfn, path):
     paths = cfn["Resources"]["HttpApi"]["Properties"]["Body"]["paths"]
-    integration = paths["/webhooks/{provider}"]["post"]["x-amazon-apigateway-integration"]
+    integration = paths[path]["post"]["x-amazon-apigateway-integration"]
     assert integration["payloadFormatVersion"] == "2.0"
     assert "IngestFunction" in referenced_names(integration["uri"])
 
@@ -400,7 +453,7 @@ def test_every_dead_letter_queue_has_an_alarm_on_visible_messages(cfn, destinati
     alarmed = {
         referenced_names(alarm["Properties"]["Dimensions"]).pop()
         for alarm in resources(cfn, "AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        if alarm["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
     }
     assert alarmed == {f"{prefix}DeadLetterQueue" for prefix in destinations.values()}
 

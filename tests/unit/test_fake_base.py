@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from relay_local.fakes.base import FakeServer, Request, Response
+from relay_local.fakes.base import FakeServer, Fault, Request, Response
 
 
 class EchoFake(FakeServer):
@@ -49,3 +49,20 @@ def test_a_dropped_connection_is_a_connection_error(fake):
     fake.fail_next(1, None)
     with pytest.raises(requests.ConnectionError):
         requests.post(f"{fake.url}/x", json={}, timeout=5)
+
+
+def test_a_processed_fault_accepts_the_request_then_loses_the_answer(fake):
+    # The ambiguous case: the destination recorded the event but the client never hears so.
+    fake.fault_plan = lambda request: Fault(status=None, processed=True)
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"{fake.url}/x", json={}, timeout=5)
+    fake.fault_plan = None
+    assert len(fake.accepted) == 1 and len(fake.events) == 1
+    assert [fault.processed for _, fault in fake.faulted] == [True]
+
+
+def test_an_unprocessed_fault_never_reaches_the_api(fake):
+    fake.fail_next(1, None)
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"{fake.url}/x", json={}, timeout=5)
+    assert fake.accepted == [] and fake.events == []

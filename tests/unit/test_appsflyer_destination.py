@@ -45,14 +45,6 @@ OCCURRED = datetime(2026, 3, 2, 12, 30, 45, 123456, tzinfo=UTC)
 OCCURRED_MS = 1772454645123
 
 
-@pytest.fixture(autouse=True)
-def _shipped_mapping(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("MAPPING_OVERRIDES", raising=False)
-    config.mapping.cache_clear()
-    yield
-    config.mapping.cache_clear()
-
-
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeAppsflyer]:
     server = FakeAppsflyer(bundle_id=BUNDLE, web_dev_key=DEV_KEY).start()

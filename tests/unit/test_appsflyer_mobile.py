@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import requests
 
-from conversion_relay import config
 from conversion_relay.config import ConfigError
 from conversion_relay.destinations import appsflyer, appsflyer_mobile
 from conversion_relay.destinations.appsflyer import (
@@ -37,14 +36,6 @@ IOS_APP = "id1234567890"
 S2S_KEY = "test-s2s-key"
 AF_ID = "1700000000000-1234567890123456789"
 NOW = datetime(2026, 3, 2, 12, 30, 45, 123456, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _shipped_mapping(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("MAPPING_OVERRIDES", raising=False)
-    config.mapping.cache_clear()
-    yield
-    config.mapping.cache_clear()
 
 
 @pytest.fixture(scope="module")

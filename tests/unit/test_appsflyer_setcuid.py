@@ -12,7 +12,6 @@ import boto3
 import pytest
 import requests
 
-from conversion_relay import config
 from conversion_relay.destinations.appsflyer import (
     LINK_KEY_PREFIX,
     LINK_LEASE_SECONDS,
@@ -29,14 +28,6 @@ from relay_local.fakes.appsflyer import FakeAppsflyer
 BUNDLE = "test-bundle"
 DEV_KEY = "test-web-dev-key"
 TABLE = "relay-idempotency"
-
-
-@pytest.fixture(autouse=True)
-def _shipped_mapping(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("MAPPING_OVERRIDES", raising=False)
-    config.mapping.cache_clear()
-    yield
-    config.mapping.cache_clear()
 
 
 @pytest.fixture(scope="module")

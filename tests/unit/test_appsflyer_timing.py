@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 import requests
 
-from conversion_relay import config
 from conversion_relay.config import ConfigError
 from conversion_relay.destinations import appsflyer
 from conversion_relay.destinations.appsflyer import (
@@ -32,14 +30,6 @@ MARGIN = timedelta(seconds=SPEC["margin_seconds"])
 TOLERANCE = timedelta(seconds=SPEC["future_tolerance_seconds"])
 MOBILE_GRACE = timedelta(seconds=SPEC["mobile_grace_seconds"])
 MS = timedelta(milliseconds=1)
-
-
-@pytest.fixture(autouse=True)
-def _shipped_mapping(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("MAPPING_OVERRIDES", raising=False)
-    config.mapping.cache_clear()
-    yield
-    config.mapping.cache_clear()
 
 
 def make_event(occurred_at: datetime) -> ConversionEvent:

@@ -26,7 +26,6 @@ from conversion_relay.destinations.ga4 import (
     map_event,
     session_id_number,
 )
-from conversion_relay.http import new_session
 from conversion_relay.model import (
     PURCHASE,
     REFUND,
@@ -63,20 +62,6 @@ def make_event(**overrides: Any) -> ConversionEvent:
         context=Context(ga_client_id=CLIENT_ID),
     )
     return dataclasses.replace(base, **overrides)
-
-
-@pytest.fixture(autouse=True)
-def _shipped_mapping(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("MAPPING_OVERRIDES", raising=False)
-    config.mapping.cache_clear()
-    yield
-    config.mapping.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def session() -> Iterator[requests.Session]:
-    with new_session() as pooled:
-        yield pooled
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ from conversion_relay.destinations.ga4 import (
     rules,
     validate_body,
 )
-from conversion_relay.http import new_session
 from conversion_relay.model import PURCHASE, Consent, Context, ConversionEvent, Item, Source
 from relay_local.fakes import ga4 as fake_ga4
 from relay_local.fakes.ga4 import MAX_VALUE_360, FakeGa4
@@ -61,20 +60,6 @@ def custom(name: str, **overrides: Any) -> ConversionEvent:
 def with_params(total: int) -> ConversionEvent:
     # A purchase maps to 3 params (transaction_id, value, currency); the rest are custom properties.
     return make_event(properties={f"p{index}": "x" for index in range(total - 3)})
-
-
-@pytest.fixture(autouse=True)
-def _shipped_mapping(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("MAPPING_OVERRIDES", raising=False)
-    config.mapping.cache_clear()
-    yield
-    config.mapping.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def session() -> Iterator[requests.Session]:
-    with new_session() as pooled:
-        yield pooled
 
 
 @pytest.fixture(scope="module")

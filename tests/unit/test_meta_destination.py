@@ -25,7 +25,6 @@ from conversion_relay.destinations.meta import (
     classify_response,
     retry_after_seconds,
 )
-from conversion_relay.http import new_session
 from conversion_relay.model import (
     PURCHASE,
     REFUND,
@@ -69,20 +68,6 @@ def make_event(**overrides: Any) -> ConversionEvent:
         person=Person(email=EMAIL),
     )
     return dataclasses.replace(base, **overrides)
-
-
-@pytest.fixture(autouse=True)
-def _shipped_mapping(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("MAPPING_OVERRIDES", raising=False)
-    config.mapping.cache_clear()
-    yield
-    config.mapping.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def session() -> Iterator[requests.Session]:
-    with new_session() as pooled:
-        yield pooled
 
 
 @pytest.fixture(scope="module")

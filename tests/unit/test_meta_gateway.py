@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import requests
 
-from conversion_relay import config
 from conversion_relay.config import ConfigError
 from conversion_relay.destinations.base import Outcome, Prepared, Status
 from conversion_relay.destinations.meta import (
@@ -24,7 +23,6 @@ from conversion_relay.destinations.meta import (
     MetaOptions,
     classify_gateway_response,
 )
-from conversion_relay.http import new_session
 from conversion_relay.model import PURCHASE, SUBSCRIPTION_RENEWAL, Context, ConversionEvent, Person, Source
 from relay_local.fakes.meta import FakeMeta
 from relay_local.fakes.meta_gateway import FakeMetaGateway
@@ -66,20 +64,6 @@ def make_event(**overrides: Any) -> ConversionEvent:
         context=Context(event_source_url=URL, client_user_agent=UA),
     )
     return dataclasses.replace(base, **overrides)
-
-
-@pytest.fixture(autouse=True)
-def _shipped_mapping(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("MAPPING_OVERRIDES", raising=False)
-    config.mapping.cache_clear()
-    yield
-    config.mapping.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def session() -> Iterator[requests.Session]:
-    with new_session() as pooled:
-        yield pooled
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from conversion_relay import config
 from conversion_relay.config import ConfigError
 from conversion_relay.destinations.base import Outcome, Prepared, Status
 from conversion_relay.destinations.meta import EventFilter, MetaDestination, MetaOptions
-from conversion_relay.http import new_session
 from conversion_relay.model import (
     PURCHASE,
     REFUND,
@@ -65,20 +64,6 @@ def make_event(**overrides: Any) -> ConversionEvent:
         person=Person(email="jane@example.com"),
     )
     return dataclasses.replace(base, **overrides)
-
-
-@pytest.fixture(autouse=True)
-def _shipped_mapping(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("MAPPING_OVERRIDES", raising=False)
-    config.mapping.cache_clear()
-    yield
-    config.mapping.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def session() -> Iterator[requests.Session]:
-    with new_session() as pooled:
-        yield pooled
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ Against a deployed stack (AWS credentials from the usual places, `--stack-name`)
   relay --local replay --destination ga4 --limit 10
   relay plan events/stripe/checkout_session_completed_krw.json
   relay --local send-test stripe checkout_session_completed_krw
+  relay --local send-test events offline_and_renewal
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -100,12 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     send = commands.add_parser(
         "send-test", help="sign a sample webhook with the configured secret and post it"
     )
-    send.add_argument("provider", help="provider name, e.g. stripe")
+    send.add_argument(
+        "provider",
+        help="stripe, portone, paddle, toss (unsigned; the relay re-fetches the payment) or events"
+        " (the first-party API, posted to /events)",
+    )
     send.add_argument(
         "event",
-        help="a file, or a sample name under events/<provider>/ (e.g. checkout_session_completed_krw)",
+        help="a file, or a sample name under events/<provider>/ (events: events/first_party/),"
+        " e.g. checkout_session_completed_krw",
     )
-    send.add_argument("--url", help="webhook URL (default: the local relay, or the stack's API)")
+    send.add_argument(
+        "--url",
+        help="full URL to post to (default: /webhooks/<provider>, or /events, on the local relay"
+        " or the stack's API)",
+    )
     send.add_argument(
         "--secrets",
         type=Path,
@@ -406,44 +417,156 @@ def _print_plan(event: Any, names: list[str], secrets: dict[str, Any], out: Text
 
 
 # ---------------------------------------------------------------- send-test
+# Providers send-test can sign (the relay's webhook providers plus the first-party /events API).
+SEND_TEST_PROVIDERS = ("stripe", "portone", "paddle", "toss", "events")
+_SAMPLE_DIRS = {"events": "first_party"}  # events/<dir>/ where a provider's samples live
+_FETCHED_OBJECT_PREFIX = "payment-"  # events/<provider>/payment-*.json: what a provider API holds
+
+
+@dataclass(frozen=True)
+class SendTestRequest:
+    """What send-test posts: the path it goes to on the relay, the exact body bytes, the headers."""
+
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    note: str = ""  # said to the user after the answer (e.g. what the relay will read back)
+
+
 def send_test(args: argparse.Namespace, out: TextIO) -> int:
     import requests
 
-    path = Path(args.event)
-    if not path.exists():
-        path = PROJECT_ROOT / "events" / args.provider / (args.event.removesuffix(".json") + ".json")
-    if not path.exists():
-        print(f"relay: no sample {args.event!r} (looked in events/{args.provider}/)", file=sys.stderr)
-        return 2
-    if args.provider != "stripe":
+    from conversion_relay.config import ConfigError
+
+    if args.provider not in SEND_TEST_PROVIDERS:
         print(
-            "relay: send-test signs stripe webhooks; other providers: post with their own tools",
+            f"relay: send-test knows providers {', '.join(SEND_TEST_PROVIDERS)}, not {args.provider!r}",
             file=sys.stderr,
         )
         return 2
-    event = json.loads(path.read_text("utf-8"))
-    if not args.keep_id:
-        event["id"] = f"evt_relaytest_{uuid.uuid4().hex[:16]}"
-        event["created"] = int(time.time())
-    body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    secret = json.loads(args.secrets.read_text("utf-8"))["stripe"]["webhook_secrets"][0]
-    url = args.url or _webhook_url(args)
-    response = requests.post(
-        url,
-        data=body,
-        headers={"Content-Type": "application/json", "Stripe-Signature": stripe_signature(body, secret)},
-        timeout=30,
-    )
+    path = sample_path(args.provider, args.event)
+    if path is None:
+        folder = _SAMPLE_DIRS.get(args.provider, args.provider)
+        names = ", ".join(sample_names(args.provider)) or "none"
+        print(f"relay: no sample {args.event!r} in events/{folder}/ (there: {names})", file=sys.stderr)
+        return 2
+    try:
+        secrets = json.loads(args.secrets.read_text("utf-8"))
+        request = build_test_request(
+            args.provider, json.loads(path.read_text("utf-8")), secrets, keep_id=args.keep_id
+        )
+    except KeyError as error:
+        print(f"relay: {args.secrets} has no {error.args[0]!r} secret to sign with", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, TypeError, ConfigError) as error:
+        # ConfigError names the missing field, never a value.
+        print(f"relay: cannot sign the {args.provider} sample with {args.secrets}: {error}", file=sys.stderr)
+        return 2
+    url = args.url or _webhook_url(args, request.path)
+    response = requests.post(url, data=request.body, headers=request.headers, timeout=30)
     print(f"POST {url} -> {response.status_code} {response.text}", file=out)
+    if request.note:
+        print(request.note, file=out)
     return 0 if response.ok else 1
 
 
-def _webhook_url(args: argparse.Namespace) -> str:
+def sample_path(provider: str, event: str) -> Path | None:
+    """A file given as is, else the sample `event` under events/<provider>/ (".json" optional)."""
+    given = Path(event)
+    if given.is_file():
+        return given
+    folder = PROJECT_ROOT / "events" / _SAMPLE_DIRS.get(provider, provider)
+    candidate = folder / (event.removesuffix(".json") + ".json")
+    return candidate if candidate.is_file() else None
+
+
+def sample_names(provider: str) -> list[str]:
+    folder = PROJECT_ROOT / "events" / _SAMPLE_DIRS.get(provider, provider)
+    return sorted(p.stem for p in folder.glob("*.json") if not p.name.startswith(_FETCHED_OBJECT_PREFIX))
+
+
+def build_test_request(
+    provider: str,
+    sample: dict[str, Any],
+    secrets: dict[str, Any],
+    *,
+    keep_id: bool = False,
+    now: int | None = None,
+) -> SendTestRequest:
+    """The request a provider would send for `sample`, signed with its secret in `secrets`.
+
+    Unless `keep_id`, the delivery id is fresh, so the relay does not answer "duplicate"; with it,
+    the id is the sample's own (or derived from the body), so sending twice shows the dedupe.
+    """
+    from conversion_relay.providers import first_party, paddle, portone, standard_webhooks, stripe
+
+    signed_at = int(time.time()) if now is None else now
+    fresh = uuid.uuid4().hex[:16]
+    sample = dict(sample)
+    json_headers = {"Content-Type": "application/json"}
+    if provider == "stripe":
+        if not keep_id:
+            sample["id"] = f"evt_relaytest_{fresh}"
+            sample["created"] = signed_at
+        body = _compact(sample)
+        secret = stripe.webhook_secrets(secrets["stripe"])[0]
+        signature = stripe_signature(body, secret, signed_at)
+        return SendTestRequest("/webhooks/stripe", body, json_headers | {"Stripe-Signature": signature})
+    if provider == "paddle":
+        if not keep_id:
+            sample["notification_id"] = f"ntf_relaytest_{fresh}"
+        body = _compact(sample)
+        secret = paddle.webhook_secrets(secrets["paddle"])[0]
+        signature = paddle.signature_header(body, secret, signed_at)
+        return SendTestRequest("/webhooks/paddle", body, json_headers | {"Paddle-Signature": signature})
+    body = _compact(sample)
+    # A body-derived id when keeping ids: the same sample is the same delivery (as tools/make_events.py).
+    message_id = f"msg_{hashlib.sha256(body).hexdigest()[:24]}" if keep_id else f"msg_relaytest_{fresh}"
+    if provider in ("portone", "events"):
+        if provider == "portone":
+            secret = portone.webhook_secrets(secrets["portone"])[0]
+            path = "/webhooks/portone"
+            payment_id = sample.get("data", {}).get("paymentId")
+            note = (
+                f"note: the relay reads payment {payment_id!r} back from the PortOne API"
+                " (PORTONE_API_BASE_URL); locally, the fake PortOne API must hold it."
+            )
+        else:
+            secret = first_party.signing_secrets(secrets["events"])[0]
+            path, note = "/events", ""
+        headers = standard_webhooks.sign_headers(secret, message_id, signed_at, body)
+        return SendTestRequest(path, body, json_headers | headers, note)
+    if provider == "toss":
+        payment_key = sample.get("data", {}).get("paymentKey")
+        headers = {
+            "tosspayments-webhook-transmission-id": f"wh_{message_id.removeprefix('msg_')}",
+            "tosspayments-webhook-transmission-time": time.strftime(
+                "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(signed_at)
+            ),
+            "tosspayments-webhook-transmission-retried-count": "0",
+        }
+        note = (
+            "note: Toss webhooks are not signed, so this one is posted as is; the relay re-fetches"
+            f" payment {payment_key!r} by paymentKey from the Toss API (TOSS_API_BASE_URL): locally,"
+            " the fake Toss API must hold it (e.g. events/toss/payment-<paymentKey>.json); and if"
+            " TOSS_ALLOWED_SOURCE_IPS is set, it must include this machine's address."
+        )
+        return SendTestRequest("/webhooks/toss", body, json_headers | headers, note)
+    raise ValueError(
+        f"send-test cannot sign {provider!r} requests; it signs {', '.join(SEND_TEST_PROVIDERS)}"
+    )
+
+
+def _compact(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _webhook_url(args: argparse.Namespace, path: str) -> str:
     if args.stack_name:
         base = targets.from_stack(args.stack_name, args.region, args.endpoint_url).api_url
     else:
         base = args.local_url
-    return f"{base.rstrip('/')}/webhooks/{args.provider}"
+    return f"{base.rstrip('/')}{path}"
 
 
 def stripe_signature(body: bytes, secret: str, timestamp: int | None = None) -> str:

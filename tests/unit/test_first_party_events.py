@@ -246,3 +246,84 @@ def test_parse_does_not_mutate_into_floats():
     document = first_party.parse(body(event(value=0.1)))
     assert isinstance(document["events"][0]["value"], Decimal)
     assert copy.deepcopy(document) == document
+
+
+# --- browser cookies --------------------------------------------------------------------------------
+
+GA = "GA1.1.1863538960.1718975654"
+GA_SESSION = "GS2.1.s1744094510$o3$g1$t1744094561$j0$l0$h0"
+FBP = "fb.1.1718975655048.519782181988016639"
+FBC = "fb.1.1718975655048.IwAR2xAbC"
+AF = "ce18733b-0c78-451f-9579-c6300baa97db-p"
+COOKIE_HEADER = (
+    f"session=s3cr3t-session-token; _ga={GA}; _ga_ABC123XYZ={GA_SESSION}; "
+    f"_fbp={FBP}; _fbc={FBC}; afUserId={AF}"
+)
+
+
+def events_of(*events: dict[str, Any]) -> list[model.ConversionEvent]:
+    payload = first_party.resolve(first_party.parse(body(*events)), {"webhook-id": "msg_c"})
+    return first_party.to_events(payload)
+
+
+def test_cookies_fill_every_identifier():
+    (built,) = events_of(event(context=None, cookies=COOKIE_HEADER))
+    context = built.context
+    assert (context.ga_client_id, context.ga_session_id) == ("1863538960.1718975654", "1744094510")
+    assert (context.fbp, context.fbc, context.af_user_id) == (FBP, FBC, AF)
+
+
+def test_explicit_context_fields_win_over_cookies():
+    explicit = {"ga_client_id": "111.222", "fbp": "fb.1.2.3", "af_user_id": "explicit-af"}
+    (built,) = events_of(event(context=explicit, cookies=COOKIE_HEADER))
+    context = built.context
+    assert (context.ga_client_id, context.fbp, context.af_user_id) == ("111.222", "fb.1.2.3", "explicit-af")
+    assert (context.ga_session_id, context.fbc) == ("1744094510", FBC)  # what was left empty is filled
+
+
+def test_fbclid_in_the_landing_url_is_stamped_with_the_event_time():
+    context = {"event_source_url": "https://shop.example/checkout?fbclid=IwAR9zz"}
+    first, again = (events_of(event(context=context, cookies="_ga=" + GA))[0] for _ in range(2))
+    occurred_ms = int(first.occurred_at.timestamp() * 1000)
+    assert first.context.fbc == again.context.fbc == f"fb.1.{occurred_ms}.IwAR9zz"
+
+
+def test_garbage_cookies_are_ignored_and_counted_once(monkeypatch):
+    counted: list[str] = []
+    monkeypatch.setattr(
+        "conversion_relay.cookies.metrics.add_metric", lambda name, unit, value: counted.append(name)
+    )
+    (built,) = events_of(event(context=None, cookies="_ga=nonsense; _fbp=fb.x; ;;=; \x00=\x01; afUserId=?"))
+    assert (built.context.ga_client_id, built.context.fbp, built.context.af_user_id) == (None, None, None)
+    # parse() builds each event once to validate it: that build must not count the cookies again.
+    assert counted == ["CookieUnparseable_ga", "CookieUnparseable_fbp", "CookieUnparseable_afUserId"]
+
+
+def test_the_raw_cookie_header_never_reaches_the_event():
+    (built,) = events_of(event(cookies=COOKIE_HEADER))
+    text = built.to_json()
+    assert "s3cr3t-session-token" not in text and "session=" not in text and "cookies" not in text
+    assert model.ConversionEvent.from_json(text) == built
+
+
+@pytest.mark.parametrize(
+    ("cookies", "problems"),
+    [
+        (COOKIE_HEADER, []),
+        ("", []),
+        ("x" * 8192, []),
+        ("x" * 8193, [("events[0].cookies", "must be at most 8192 characters")]),
+        (5, [("events[0].cookies", "must be a string")]),
+        ({"_ga": GA}, [("events[0].cookies", "must be a string")]),
+    ],
+    ids=["header", "empty", "longest", "too-long", "number", "object"],
+)
+def test_schema_takes_cookies_as_one_string(cookies, problems):
+    document = {"events": [event(cookies=cookies)]}
+    errors = first_party.validate(document, now=time.time())
+    assert [(e["path"], e["reason"]) for e in errors] == problems
+    oracle = jsonschema.Draft202012Validator(first_party.schema())
+    assert oracle.is_valid(document) == (not problems)
+    if problems:
+        with pytest.raises(EventsInvalid):
+            first_party.parse(json.dumps(document).encode())

@@ -131,3 +131,128 @@ def test_send_test_signs_the_sample_with_the_configured_secret():
     expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     assert path == "/webhooks/stripe" and v1 == expected
     assert json.loads(body)["id"].startswith("evt_relaytest_")  # fresh id: not a duplicate of the sample
+
+
+# --- send-test for every provider -------------------------------------------------------------------
+
+ALL_SECRETS = json.loads(SECRETS.read_text("utf-8"))
+
+
+def verify_as_the_relay(provider: str, headers: dict[str, str], body: bytes) -> None:
+    """The relay's own verification of `provider`; raises SignatureError when it would refuse."""
+    from conversion_relay.providers import first_party, paddle, portone, stripe, toss
+
+    if provider == "stripe":
+        stripe.verify(headers, body, stripe.webhook_secrets(ALL_SECRETS["stripe"]))
+    elif provider == "portone":
+        portone.verify(headers, body, portone.webhook_secrets(ALL_SECRETS["portone"]))
+    elif provider == "paddle":
+        paddle.verify(headers, body, paddle.webhook_secrets(ALL_SECRETS["paddle"]), tolerance_seconds=300)
+    elif provider == "events":
+        first_party.verify(headers, body, first_party.signing_secrets(ALL_SECRETS["events"]))
+        first_party.parse(body)  # and the body is a valid events document
+    else:  # Toss signs nothing; the relay verifies by reading the payment back
+        toss.PROVIDER.verify_request(headers, body, ALL_SECRETS["toss"], 300)
+        toss.parse(body)
+
+
+def delivery_key(provider: str, request) -> str:
+    """What the relay dedupes this request on."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    if provider == "stripe":
+        return json.loads(request.body)["id"]
+    if provider == "paddle":
+        return json.loads(request.body)["notification_id"]
+    if provider == "toss":
+        return headers["tosspayments-webhook-transmission-id"]
+    return headers["webhook-id"]
+
+
+SEND_CASES = [
+    ("stripe", "checkout_session_completed_krw", "/webhooks/stripe"),
+    ("portone", "transaction_paid", "/webhooks/portone"),
+    ("paddle", "transaction_completed_recurring_usd", "/webhooks/paddle"),
+    ("events", "offline_and_renewal", "/events"),
+    ("toss", "payment_status_changed_done", "/webhooks/toss"),
+]
+
+
+SAMPLE_OF = {provider: sample for provider, sample, _ in SEND_CASES}
+
+
+@pytest.fixture
+def capture():
+    """A local HTTP server recording (path, lower-cased headers, body) of every POST; answers 200."""
+    received: list[tuple[str, dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers["Content-Length"])
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            received.append((self.path, headers, self.rfile.read(length)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"status":"accepted"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("provider", "sample", "path"), SEND_CASES, ids=[c[0] for c in SEND_CASES])
+def test_send_test_posts_what_the_relay_verifies(capture, provider, sample, path):
+    base, received = capture
+    code, text = run("--local-url", base, "send-test", provider, sample)
+    assert code == 0 and f"POST {base}{path} -> 200" in text
+    (got_path, headers, body), *rest = received
+    assert got_path == path and not rest
+    verify_as_the_relay(provider, headers, body)
+    assert ("re-fetches payment 'tgen_20260102000000ABCD1'" in text) is (provider == "toss")
+
+
+@pytest.mark.parametrize("provider", ["stripe", "portone", "paddle", "events"])
+def test_send_test_signatures_fail_for_another_body(provider):
+    from conversion_relay.signatures import SignatureError
+    from relay_cli.main import build_test_request, sample_path
+
+    sample = SAMPLE_OF[provider]
+    document = json.loads(sample_path(provider, sample).read_text("utf-8"))
+    request = build_test_request(provider, document, ALL_SECRETS)
+    verify_as_the_relay(provider, request.headers, request.body)
+    with pytest.raises(SignatureError):
+        verify_as_the_relay(provider, request.headers, request.body.replace(b"{", b"{ ", 1))
+
+
+@pytest.mark.parametrize("provider", [c[0] for c in SEND_CASES])
+def test_send_test_ids_are_fresh_unless_kept(provider):
+    from relay_cli.main import build_test_request, sample_path
+
+    document = json.loads(sample_path(provider, SAMPLE_OF[provider]).read_text("utf-8"))
+
+    def key(keep_id: bool) -> str:
+        return delivery_key(provider, build_test_request(provider, document, ALL_SECRETS, keep_id=keep_id))
+
+    assert key(False) != key(False)
+    assert key(True) == key(True)
+
+
+def test_send_test_explains_a_missing_secret(tmp_path: Path, capsys):
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"stripe": ALL_SECRETS["stripe"]}))
+    code, _ = run("send-test", "portone", "transaction_paid", "--secrets", str(secrets), "--url", "http://x")
+    assert code == 2 and "has no 'portone' secret" in capsys.readouterr().err
+
+
+def test_send_test_lists_the_samples_it_knows(capsys):
+    code, _ = run("send-test", "events", "nope")
+    err = capsys.readouterr().err
+    assert code == 2 and "events/first_party/" in err and "offline_and_renewal" in err
+    code, _ = run("send-test", "square", "x")
+    assert code == 2 and "portone" in capsys.readouterr().err

@@ -17,6 +17,10 @@ required, properties, additionalProperties, $ref, pattern, min/maxLength, min/ma
 maximum, maxProperties, propertyNames, dependentRequired, format date-time), so the file is the single
 source of truth; the unit tests hold it to the `jsonschema` package. On top of the schema: event_ids
 must be unique within a request, and occurred_at may not lie in the future beyond the tolerance.
+
+An event may carry `cookies`, the browser's raw Cookie header value: cookies.fill_from_cookies fills
+the GA4, Meta and AppsFlyer identifiers its `context` leaves empty (explicit fields win; malformed
+cookies are counted, never a 400). The string itself is dropped: it never reaches a queue.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -32,6 +37,7 @@ from importlib import resources
 from typing import Any, ClassVar
 
 from conversion_relay.config import ConfigError
+from conversion_relay.cookies import fill_from_cookies
 from conversion_relay.errors import EventsInvalid
 from conversion_relay.model import ConversionEvent, InvalidEvent
 from conversion_relay.providers import standard_webhooks
@@ -40,6 +46,7 @@ from conversion_relay.signatures import PayloadError, header
 PROVIDER_NAME = "events"  # the secret component (EVENTS_SECRET_NAME) and the dedupe-key prefix
 SECRET_FIELD = "signing_secrets"
 SCHEMA_FILE = "data/events.schema.json"
+COOKIES_FIELD = "cookies"  # per event: the browser's raw Cookie header value, read and then dropped
 MAX_ERRORS = 100
 FUTURE_SKEW_SECONDS = 300
 _SUPPORTED_KEYWORDS = frozenset(
@@ -246,7 +253,8 @@ def parse(body: bytes, now: float | None = None) -> dict[str, Any]:
     if not errors:
         for index, event in enumerate(document["events"]):
             try:
-                _build(event, "validation", "events")
+                # Cookies are read once, in to_events: reading them here would count bad ones twice.
+                _build(event, "validation", "events", read_cookies=False)
             except InvalidEvent as error:  # the model's own rules, should the schema ever be looser
                 errors.append(
                     {"index": index, "path": f"events[{index}].{error.path}", "reason": error.reason}
@@ -270,9 +278,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _build(event: Mapping[str, Any], webhook_id: str, event_type: str) -> ConversionEvent:
+def _build(
+    event: Mapping[str, Any], webhook_id: str, event_type: str, *, read_cookies: bool = True
+) -> ConversionEvent:
     data = _plain(dict(event))
     livemode = data.pop("livemode", True)
+    # The raw header can hold session tokens: it is read here and never becomes part of the event.
+    cookie_header = data.pop(COOKIES_FIELD, None)
     data["source"] = {
         "provider": PROVIDER_NAME,
         "event_id": webhook_id,
@@ -280,7 +292,12 @@ def _build(event: Mapping[str, Any], webhook_id: str, event_type: str) -> Conver
         "object_id": data["event_id"],
         "livemode": livemode,
     }
-    return ConversionEvent.from_dict(data)
+    built = ConversionEvent.from_dict(data)
+    if not read_cookies or not cookie_header:
+        return built
+    # Stamped with the event's own time, so a retried request builds the very same fbc.
+    stamp_ms = int(built.occurred_at.timestamp() * 1000)
+    return replace(built, context=fill_from_cookies(built.context, cookie_header, now_ms=stamp_ms))
 
 
 def resolve(payload: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:

@@ -306,11 +306,15 @@ def replay(
 
 
 def _move(sqs: Any, message: dict[str, Any], queue_url: str, dlq_url: str) -> bool:
+    from conversion_relay.delivery import REPLAY_ATTRIBUTE
+
     keep = {
         name: value
         for name, value in (message.get("MessageAttributes") or {}).items()
         if name in ("correlation_id", "event_id")
     }
+    # A person chose to replay it: the consumer may resend an event left "uncertain" in its ledger.
+    keep[REPLAY_ATTRIBUTE] = {"DataType": "String", "StringValue": "true"}
     try:
         sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"], MessageAttributes=keep)
     except Exception as error:  # keep it in the DLQ: nothing is lost

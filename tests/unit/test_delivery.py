@@ -25,12 +25,14 @@ class MemoryLedger:
         self.uncertain = set(uncertain)
         self.claims: list[str] = []
 
-    def claim(self, event_id):
+    def claim(self, event_id, *, replay=False):
         if self.fail_lookup:
             raise RuntimeError("dynamodb down")
         self.claims.append(event_id)
         if self.states.get(event_id) is LedgerState.DELIVERED:
             return Claim(ClaimResult.DELIVERED)
+        if self.states.get(event_id) is LedgerState.UNCERTAIN and not replay:
+            return Claim(ClaimResult.HELD_UNCERTAIN)
         if event_id in self.busy:
             return Claim(ClaimResult.BUSY, 42.0)
         self.states[event_id] = LedgerState.IN_PROGRESS
@@ -468,7 +470,29 @@ def test_an_interrupted_attempt_is_resent_only_where_the_destination_deduplicate
     else:
         assert destination.sent_batches == []
         assert attributes(sqs.sent[0])["failure"] == "uncertain"
-        assert ledger.states["e1"] is LedgerState.FAILED  # claimable: a replay sends it
+        assert ledger.states["e1"] is LedgerState.UNCERTAIN  # only an explicit replay sends it again
+
+
+def _with_replay_attribute(event: dict) -> dict:
+    for record in event["Records"]:
+        record["messageAttributes"] = {"replay": {"stringValue": "true", "dataType": "String"}}
+    return event
+
+
+@pytest.mark.parametrize(("replayed", "sent"), [(False, False), (True, True)])
+def test_an_uncertain_event_is_resent_only_by_an_explicit_replay(replayed, sent):
+    # An SQS copy or a provider retry of an event dead-lettered as uncertain must not reach
+    # AppsFlyer again on its own; a replay (a person checked it is missing) must.
+    ledger = MemoryLedger()
+    ledger.states["e1"] = LedgerState.UNCERTAIN
+    event = timed_event(timed_body("e1", NOW - timedelta(hours=1)))
+    if replayed:
+        event = _with_replay_attribute(event)
+    destination = ScriptedDestination({})
+    response, sqs, _, ledger = run_at(event, destination, name="appsflyer", ledger=ledger)
+    assert failures(response) == [] and sqs.sent == []
+    assert destination.sent_batches == ([["e1"]] if sent else [])
+    assert ledger.states["e1"] is (LedgerState.DELIVERED if sent else LedgerState.UNCERTAIN)
 
 
 def test_states_recorded_per_outcome():

@@ -86,3 +86,13 @@ def test_many_states_are_written_and_read_in_batches(dynamodb):
     ids = [f"e{i}" for i in range(130)]
     ledger.record(dict.fromkeys(ids, LedgerState.DELIVERED))
     assert ledger.delivered(ids) == set(ids)
+
+
+def test_an_uncertain_event_is_claimed_only_by_a_replay(dynamodb):
+    ledger = Ledger(dynamodb, TABLE, "appsflyer")
+    ledger.record({"e1": LedgerState.UNCERTAIN})
+    assert ledger.claim("e1").result is ClaimResult.HELD_UNCERTAIN
+    assert ledger.states(["e1"]) == {"e1": LedgerState.UNCERTAIN}  # the refused claim changed nothing
+    assert ledger.claim("e1", replay=True).result is ClaimResult.CLAIMED
+    ledger.record({"e1": LedgerState.DELIVERED})
+    assert ledger.claim("e1", replay=True).result is ClaimResult.DELIVERED  # even a replay never resends

@@ -44,6 +44,8 @@ from conversion_relay.observability import logger, metrics
 
 _REASON_LIMIT = 1000
 _SQS_BATCH_LIMIT = 10
+# Message attribute `relay replay` sets on what it moves back from a DLQ: an explicit, checked resend.
+REPLAY_ATTRIBUTE = "replay"
 # Concurrent ledger claims per batch: enough to hide DynamoDB latency, within botocore's pool of 10.
 _CLAIM_CONCURRENCY = 10
 SQS_MAX_VISIBILITY_SECONDS = 43_200  # ChangeMessageVisibility's upper bound (12 hours)
@@ -111,6 +113,7 @@ class Record:
     receipt_handle: str = ""
     sent_timestamp_ms: int | None = None  # when the message was first enqueued
     correlation_id: str = ""  # set by the ingest ("<provider>:<delivery id>"): follows the event
+    replay: bool = False  # moved back from the DLQ by `relay replay` after a person's check
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +214,9 @@ def process_batch(
 def _record(raw: dict[str, Any]) -> Record:
     attributes = raw.get("attributes") or {}
     sent = attributes.get("SentTimestamp")
-    correlation = ((raw.get("messageAttributes") or {}).get("correlation_id") or {}).get("stringValue")
+    message_attributes = raw.get("messageAttributes") or {}
+    correlation = (message_attributes.get("correlation_id") or {}).get("stringValue")
+    replay = (message_attributes.get(REPLAY_ATTRIBUTE) or {}).get("stringValue") == "true"
     return Record(
         message_id=raw["messageId"],
         body=raw.get("body", ""),
@@ -219,6 +224,7 @@ def _record(raw: dict[str, Any]) -> Record:
         receipt_handle=raw.get("receiptHandle", ""),
         sent_timestamp_ms=int(sent) if sent and str(sent).isdigit() else None,
         correlation_id=correlation or "",
+        replay=replay,
     )
 
 
@@ -268,7 +274,7 @@ def _claim(
         else:
             seen_in_batch.add(event.event_id)
             unique.append((record, event))
-    claims = _claim_all(ledger, [event.event_id for _, event in unique])
+    claims = _claim_all(ledger, [(event.event_id, record.replay) for record, event in unique])
     for record, event in unique:
         base = Settled(record, Outcome.skip(""), event.event_id, event.occurred_at, stage="ledger")
         claim = claims[event.event_id]
@@ -280,6 +286,10 @@ def _claim(
             settled.append(replace(base, outcome=Outcome.retry("delivery ledger unavailable")))
         elif claim.result is ClaimResult.DELIVERED:
             settled.append(replace(base, outcome=Outcome.skip("already delivered")))
+            metrics.add_metric("DuplicateSuppressed", MetricUnit.Count, 1)
+        elif claim.result is ClaimResult.HELD_UNCERTAIN:
+            reason = "already in the DLQ as uncertain: replay it from there after checking the destination"
+            settled.append(replace(base, outcome=Outcome.skip(reason)))
             metrics.add_metric("DuplicateSuppressed", MetricUnit.Count, 1)
         elif claim.result is ClaimResult.BUSY:
             outcome = Outcome.retry(
@@ -307,20 +317,22 @@ def _claim(
     return fresh
 
 
-def _claim_all(ledger: Any, event_ids: list[str]) -> dict[str, Any]:
-    """Each event's claim (or the exception it raised). Claims are conditional writes, which
-    DynamoDB cannot batch, so a large batch claims them concurrently instead of one by one."""
+def _claim_all(ledger: Any, requests: list[tuple[str, bool]]) -> dict[str, Any]:
+    """Each event's claim (or the exception it raised), by event id. Claims are conditional writes,
+    which DynamoDB cannot batch, so a large batch claims them concurrently instead of one by one."""
 
-    def claim(event_id: str) -> Any:
+    def claim(request: tuple[str, bool]) -> Any:
+        event_id, replay = request
         try:
-            return ledger.claim(event_id)
+            return ledger.claim(event_id, replay=True) if replay else ledger.claim(event_id)
         except Exception as error:
             return error
 
-    if len(event_ids) <= 1:
-        return {event_id: claim(event_id) for event_id in event_ids}
-    with ThreadPoolExecutor(max_workers=min(_CLAIM_CONCURRENCY, len(event_ids))) as pool:
-        return dict(zip(event_ids, pool.map(claim, event_ids), strict=True))
+    event_ids = [event_id for event_id, _ in requests]
+    if len(requests) <= 1:
+        return dict(zip(event_ids, map(claim, requests), strict=True))
+    with ThreadPoolExecutor(max_workers=min(_CLAIM_CONCURRENCY, len(requests))) as pool:
+        return dict(zip(event_ids, pool.map(claim, requests), strict=True))
 
 
 def _prepare_and_send(
@@ -413,7 +425,7 @@ def _decide(
     return Decision("retry", delay_seconds=delay, reason=outcome.reason)
 
 
-_LEDGER_STATE_BY_FAILURE = {"expired": LedgerState.EXPIRED}
+_LEDGER_STATE_BY_FAILURE = {"expired": LedgerState.EXPIRED, "uncertain": LedgerState.UNCERTAIN}
 
 
 def _record_in_ledger(ledger: Any, settled: list[Settled], decisions: list[Decision]) -> None:

@@ -12,6 +12,9 @@ TTL attribute `expiration`), with a state:
 - expired: the destination's acceptance window closed before it could be delivered. Claimable
   again (a replay is re-checked, and expires again without being sent).
 - skipped: deliberately not sent (e.g. refunds to a destination that does not take them).
+- uncertain: dead-lettered because the destination may have recorded it and does not de-duplicate
+  (AppsFlyer). Automatic copies (SQS redeliveries, provider retries) are refused like delivered
+  ones; only an explicit replay (`relay replay`, which marks the message) may claim it again.
 
 A claim is a conditional PutItem, so two consumers holding copies of the same event (SQS delivers
 at least once) cannot both send it: the loser sees the winner's live claim and retries later.
@@ -39,12 +42,14 @@ class LedgerState(enum.StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     SKIPPED = "skipped"
+    UNCERTAIN = "uncertain"
 
 
 class ClaimResult(enum.Enum):
     CLAIMED = "claimed"  # nobody had it, or its last attempt failed: send it
     UNCERTAIN = "uncertain"  # claimed, but a previous claim was abandoned mid-send: it may have arrived
     DELIVERED = "delivered"  # already delivered: do not send
+    HELD_UNCERTAIN = "held_uncertain"  # in the DLQ as uncertain: only a replay may send it again
     BUSY = "busy"  # another consumer holds a live claim: try again after `retry_after`
 
 
@@ -74,9 +79,13 @@ class Ledger:
         self._lease_seconds = lease_seconds
         self._clock = clock
 
-    def claim(self, event_id: str) -> Claim:
-        """Take the event for sending unless it is delivered or someone else is sending it."""
+    def claim(self, event_id: str, *, replay: bool = False) -> Claim:
+        """Take the event for sending unless it is delivered or someone else is sending it.
+
+        An event left uncertain is taken only by a replay: a person checked the destination.
+        """
         now = int(self._clock())
+        settled_states = "#state <> :delivered" if replay else "#state <> :delivered AND #state <> :uncertain"
         try:
             response = self._client.put_item(
                 TableName=self._table,
@@ -88,7 +97,7 @@ class Ledger:
                     "expiration": {"N": str(now + LEDGER_TTL_SECONDS)},
                 },
                 ConditionExpression=(
-                    "attribute_not_exists(id) OR (#state <> :delivered AND "
+                    f"attribute_not_exists(id) OR ({settled_states} AND "
                     "(#state <> :in_progress OR lease_until < :now))"
                 ),
                 ExpressionAttributeNames={"#state": "state"},
@@ -96,6 +105,7 @@ class Ledger:
                     ":delivered": {"S": LedgerState.DELIVERED.value},
                     ":in_progress": {"S": LedgerState.IN_PROGRESS.value},
                     ":now": {"N": str(now)},
+                    **({} if replay else {":uncertain": {"S": LedgerState.UNCERTAIN.value}}),
                 },
                 ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -105,6 +115,8 @@ class Ledger:
             if _state(old) == LedgerState.IN_PROGRESS:
                 lease_until = int(old.get("lease_until", {}).get("N", now))
                 return Claim(ClaimResult.BUSY, max(1.0, float(lease_until - now)))
+            if _state(old) == LedgerState.UNCERTAIN:
+                return Claim(ClaimResult.HELD_UNCERTAIN)
             return Claim(ClaimResult.DELIVERED)
         old = response.get("Attributes") or {}
         if _state(old) == LedgerState.IN_PROGRESS:

@@ -9,8 +9,9 @@ batches of fresh canonical events; boto3's DynamoDB and SQS clients are in-memor
 Network limit: the fastest an invocation could go if our code took no time, given the requests it
 made (counted at the fake) and the connections the destination uses at once:
     limit events/s = events / (ceil(requests / connections) * latency)
-GA4 sends its requests one after another (1 connection), Meta one request per up to 1,000 events,
-AppsFlyer one request per event over DEFAULT_MAX_WORKERS connections (and a 150/s token bucket).
+GA4 sends one request per user over SEND_CONCURRENCY connections, Meta one request per up to 1,000
+events, AppsFlyer one request per event over DEFAULT_MAX_WORKERS connections (and a 150/s token
+bucket).
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def _connections(destination: str) -> int:
         from conversion_relay.destinations.appsflyer import DEFAULT_MAX_WORKERS
 
         return DEFAULT_MAX_WORKERS
+    if destination == "ga4":
+        from conversion_relay.destinations.ga4 import SEND_CONCURRENCY
+
+        return SEND_CONCURRENCY
     return 1
 
 

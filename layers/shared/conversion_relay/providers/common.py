@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from conversion_relay.config import ConfigError, metadata_key
 from conversion_relay.cookies import fill_from_cookies
 from conversion_relay.errors import ObjectNotFound, ProviderUnavailable
 from conversion_relay.http import TIMEOUT
-from conversion_relay.model import Consent, Context, Person
+from conversion_relay.model import Consent, Context, ConversionEvent, Person
 from conversion_relay.money import normalize_currency, to_major_units
 from conversion_relay.signatures import PayloadError
 
@@ -174,3 +175,27 @@ def get_json(
     if not isinstance(body, dict):
         raise ProviderUnavailable(f"the {provider} API answered with something that is not a JSON {what}")
     return body
+
+
+class ModuleProvider:
+    """The registry's Provider protocol over a provider module's own functions.
+
+    `parse`, `delivery_id`, `event_type` and `to_events` call the module's functions of the same
+    name; a provider's subclass adds what differs (`verify_request`, and `resolve` or
+    `check_source` where it has them). Built with the module's `__name__`.
+    """
+
+    def __init__(self, module_name: str) -> None:
+        self._module = sys.modules[module_name]
+
+    def parse(self, body: bytes) -> dict[str, Any]:
+        return self._module.parse(body)
+
+    def delivery_id(self, payload: Mapping[str, Any]) -> str:
+        return self._module.delivery_id(payload)
+
+    def event_type(self, payload: Mapping[str, Any]) -> str:
+        return self._module.event_type(payload)
+
+    def to_events(self, payload: Mapping[str, Any]) -> list[ConversionEvent]:
+        return self._module.to_events(payload)

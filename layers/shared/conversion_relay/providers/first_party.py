@@ -40,7 +40,7 @@ from conversion_relay.config import ConfigError
 from conversion_relay.cookies import fill_from_cookies
 from conversion_relay.errors import EventsInvalid
 from conversion_relay.model import ConversionEvent, InvalidEvent
-from conversion_relay.providers import standard_webhooks
+from conversion_relay.providers import common, standard_webhooks
 from conversion_relay.signatures import PayloadError, header
 
 PROVIDER_NAME = "events"  # the secret component (EVENTS_SECRET_NAME) and the dedupe-key prefix
@@ -322,7 +322,7 @@ def to_events(payload: Mapping[str, Any]) -> list[ConversionEvent]:
 # --- registration -----------------------------------------------------------------------------------
 
 
-class FirstPartyProvider:
+class FirstPartyProvider(common.ModuleProvider):
     name: ClassVar[str] = PROVIDER_NAME
 
     def verify_request(
@@ -330,22 +330,10 @@ class FirstPartyProvider:
     ) -> None:
         verify(headers, body, signing_secrets(secret), tolerance_seconds)
 
-    def parse(self, body: bytes) -> dict[str, Any]:
-        return parse(body)
-
     def resolve(
         self, payload: Mapping[str, Any], headers: Mapping[str, str], secret: Mapping[str, Any], session: Any
     ) -> dict[str, Any]:
         return resolve(payload, headers)
 
-    def delivery_id(self, payload: Mapping[str, Any]) -> str:
-        return delivery_id(payload)
 
-    def event_type(self, payload: Mapping[str, Any]) -> str:
-        return event_type(payload)
-
-    def to_events(self, payload: Mapping[str, Any]) -> list[ConversionEvent]:
-        return to_events(payload)
-
-
-PROVIDER = FirstPartyProvider()
+PROVIDER = FirstPartyProvider(__name__)

@@ -289,7 +289,7 @@ def _required(obj: Mapping[str, Any], key: str) -> str:
 # --- registration -----------------------------------------------------------------------------------
 
 
-class PaddleProvider:
+class PaddleProvider(common.ModuleProvider):
     name: ClassVar[str] = PROVIDER_NAME
 
     def verify_request(
@@ -297,17 +297,5 @@ class PaddleProvider:
     ) -> None:
         verify(headers, body, webhook_secrets(secret), tolerance_seconds)
 
-    def parse(self, body: bytes) -> dict[str, Any]:
-        return parse(body)
 
-    def delivery_id(self, payload: Mapping[str, Any]) -> str:
-        return delivery_id(payload)
-
-    def event_type(self, payload: Mapping[str, Any]) -> str:
-        return event_type(payload)
-
-    def to_events(self, payload: Mapping[str, Any]) -> list[ConversionEvent]:
-        return to_events(payload)
-
-
-PROVIDER = PaddleProvider()
+PROVIDER = PaddleProvider(__name__)

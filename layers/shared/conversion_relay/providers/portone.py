@@ -318,16 +318,13 @@ def _source(
 # --- registration -----------------------------------------------------------------------------------
 
 
-class PortOneProvider:
+class PortOneProvider(common.ModuleProvider):
     name: ClassVar[str] = PROVIDER_NAME
 
     def verify_request(
         self, headers: Mapping[str, str], body: bytes, secret: Mapping[str, Any], tolerance_seconds: int
     ) -> None:
         verify(headers, body, webhook_secrets(secret), tolerance_seconds)
-
-    def parse(self, body: bytes) -> dict[str, Any]:
-        return parse(body)
 
     def resolve(
         self,
@@ -338,14 +335,5 @@ class PortOneProvider:
     ) -> dict[str, Any]:
         return fetch(payload, headers, secret, session)
 
-    def delivery_id(self, payload: Mapping[str, Any]) -> str:
-        return delivery_id(payload)
 
-    def event_type(self, payload: Mapping[str, Any]) -> str:
-        return event_type(payload)
-
-    def to_events(self, payload: Mapping[str, Any]) -> list[ConversionEvent]:
-        return to_events(payload)
-
-
-PROVIDER = PortOneProvider()
+PROVIDER = PortOneProvider(__name__)

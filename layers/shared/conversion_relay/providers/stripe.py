@@ -697,7 +697,7 @@ def _refund_for(
 # --- registration -----------------------------------------------------------------------------------
 
 
-class StripeProvider:
+class StripeProvider(common.ModuleProvider):
     """The module's functions bundled for the ingest's provider registry (`PROVIDER`)."""
 
     name: ClassVar[str] = PROVIDER_NAME
@@ -720,9 +720,6 @@ class StripeProvider:
         """The ingest's entry point: the whole stripe secret in, its webhook_secrets checked."""
         verify(headers, body, webhook_secrets(secret), tolerance_seconds)
 
-    def parse(self, body: bytes) -> dict[str, Any]:
-        return parse(body)
-
     def resolve(
         self,
         payload: Mapping[str, Any],
@@ -736,14 +733,8 @@ class StripeProvider:
     def event_type(self, payload: Mapping[str, Any]) -> str:
         return str(payload.get("type", ""))
 
-    def delivery_id(self, payload: Mapping[str, Any]) -> str:
-        return delivery_id(payload)
-
-    def to_events(self, payload: Mapping[str, Any]) -> list[ConversionEvent]:
-        return to_events(payload)
-
     def webhook_secrets(self, secret: Mapping[str, Any]) -> tuple[str, ...]:
         return webhook_secrets(secret)
 
 
-PROVIDER = StripeProvider()
+PROVIDER = StripeProvider(__name__)

@@ -286,7 +286,7 @@ def _source(payload: Mapping[str, Any], webhook: Mapping[str, Any], object_id: s
 # --- registration -----------------------------------------------------------------------------------
 
 
-class TossProvider:
+class TossProvider(common.ModuleProvider):
     name: ClassVar[str] = PROVIDER_NAME
 
     def check_source(self, source_ip: str | None) -> None:
@@ -298,9 +298,6 @@ class TossProvider:
         # Nothing is signed: authenticity comes from re-fetching the payment with our secret key.
         secret_key(secret)
 
-    def parse(self, body: bytes) -> dict[str, Any]:
-        return parse(body)
-
     def resolve(
         self,
         payload: Mapping[str, Any],
@@ -310,14 +307,5 @@ class TossProvider:
     ) -> dict[str, Any]:
         return fetch(payload, headers, secret, session)
 
-    def delivery_id(self, payload: Mapping[str, Any]) -> str:
-        return delivery_id(payload)
 
-    def event_type(self, payload: Mapping[str, Any]) -> str:
-        return event_type(payload)
-
-    def to_events(self, payload: Mapping[str, Any]) -> list[ConversionEvent]:
-        return to_events(payload)
-
-
-PROVIDER = TossProvider()
+PROVIDER = TossProvider(__name__)

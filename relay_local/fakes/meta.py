@@ -111,13 +111,7 @@ class FakeMeta(FakeServer):
 
     # -- the API -------------------------------------------------------------------------------------
     def summarize(self, event: dict[str, Any]) -> dict[str, Any]:
-        custom = event.get("custom_data") or {}
-        return {
-            "event": event.get("event_name"),
-            "id": event.get("event_id"),
-            "value": custom.get("value"),
-            "currency": custom.get("currency"),
-        }
+        return summarize_server_event(event)
 
     def respond(self, request: Request) -> Response:
         match = _PATH.match(request.path)
@@ -289,3 +283,14 @@ def _error(
         error["error_user_msg"] = user_msg
     error["fbtrace_id"] = _trace_id()
     return Response(status, {"error": error})
+
+
+def summarize_server_event(event: dict[str, Any]) -> dict[str, Any]:
+    """Name, id, value and currency of a Meta server event (no user data), for GET /_received."""
+    custom = event.get("custom_data") or {}
+    return {
+        "event": event.get("event_name"),
+        "id": event.get("event_id"),
+        "value": custom.get("value"),
+        "currency": custom.get("currency"),
+    }

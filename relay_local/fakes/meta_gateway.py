@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from relay_local.fakes.base import FakeServer, Request, Response
-from relay_local.fakes.meta import HASHED_FIELDS, MAX_EVENTS
+from relay_local.fakes.meta import HASHED_FIELDS, MAX_EVENTS, summarize_server_event
 
 _PATH = re.compile(r"^/capi/(\d+)/events$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -37,13 +37,7 @@ class FakeMetaGateway(FakeServer):
             self.pixel_ids.clear()
 
     def summarize(self, event: dict[str, Any]) -> dict[str, Any]:
-        custom = event.get("custom_data") or {}
-        return {
-            "event": event.get("event_name"),
-            "id": event.get("event_id"),
-            "value": custom.get("value"),
-            "currency": custom.get("currency"),
-        }
+        return summarize_server_event(event)
 
     def respond(self, request: Request) -> Response:
         match = _PATH.match(request.path)

@@ -7,33 +7,20 @@ an id it does not hold, else the payment JSON. `fail_next` (FakeServer) simulate
 
 from __future__ import annotations
 
-import threading
-from typing import Any
 from urllib.parse import unquote
 
-from relay_local.fakes.base import FakeServer, Request, Response
+from relay_local.fakes.base import Request, Response
+from relay_local.fakes.payment_api import FakePaymentApi
 
 
-class FakePortOne(FakeServer):
+class FakePortOne(FakePaymentApi):
     name = "portone-api"
+
+    id_field = "id"
 
     def __init__(self, api_secret: str, port: int = 0) -> None:
         super().__init__(port)
         self.api_secret = api_secret
-        self.payments: dict[str, dict[str, Any]] = {}
-        self.events: list[dict[str, Any]] = []  # the reads it answered, for /_received
-        self._payments_lock = threading.Lock()
-
-    def put_payment(self, payment: dict[str, Any]) -> None:
-        """Add or replace a payment (keyed by its `id`, the merchant's paymentId)."""
-        with self._payments_lock:
-            self.payments[str(payment["id"])] = payment
-
-    def reset(self) -> None:
-        super().reset()
-        with self._payments_lock:
-            self.payments.clear()
-            self.events.clear()
 
     def respond(self, request: Request) -> Response:
         if request.method != "GET" or not request.path.startswith("/payments/"):
@@ -41,12 +28,7 @@ class FakePortOne(FakeServer):
         if request.headers.get("authorization") != f"PortOne {self.api_secret}":
             return Response(401, {"type": "UNAUTHORIZED", "message": "invalid API secret"})
         payment_id = unquote(request.path.removeprefix("/payments/"))
-        with self._payments_lock:
-            payment = self.payments.get(payment_id)
-            if payment is None:
-                return Response(404, {"type": "PAYMENT_NOT_FOUND", "message": "결제 건이 존재하지 않는 경우"})
-            self.events.append({"payment_id": payment_id, "status": payment.get("status")})
-            return Response(200, payment)
-
-    def summarize(self, event: dict[str, Any]) -> dict[str, Any]:
-        return dict(event)
+        payment = self.read_payment(payment_id)
+        if payment is None:
+            return Response(404, {"type": "PAYMENT_NOT_FOUND", "message": "결제 건이 존재하지 않는 경우"})
+        return Response(200, payment)

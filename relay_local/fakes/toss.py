@@ -8,32 +8,20 @@ paymentKey, else the Payment object. `fail_next` (FakeServer) simulates Toss bei
 from __future__ import annotations
 
 import base64
-import threading
-from typing import Any
 from urllib.parse import unquote
 
-from relay_local.fakes.base import FakeServer, Request, Response
+from relay_local.fakes.base import Request, Response
+from relay_local.fakes.payment_api import FakePaymentApi
 
 
-class FakeToss(FakeServer):
+class FakeToss(FakePaymentApi):
     name = "toss-api"
+
+    id_field = "paymentKey"
 
     def __init__(self, secret_key: str, port: int = 0) -> None:
         super().__init__(port)
         self.secret_key = secret_key
-        self.payments: dict[str, dict[str, Any]] = {}
-        self.events: list[dict[str, Any]] = []
-        self._payments_lock = threading.Lock()
-
-    def put_payment(self, payment: dict[str, Any]) -> None:
-        with self._payments_lock:
-            self.payments[str(payment["paymentKey"])] = payment
-
-    def reset(self) -> None:
-        super().reset()
-        with self._payments_lock:
-            self.payments.clear()
-            self.events.clear()
 
     def respond(self, request: Request) -> Response:
         if request.method != "GET" or not request.path.startswith("/v1/payments/"):
@@ -45,14 +33,7 @@ class FakeToss(FakeServer):
                 {"code": "UNAUTHORIZED_KEY", "message": "인증되지 않은 시크릿 키 혹은 클라이언트 키 입니다."},
             )
         payment_key = unquote(request.path.removeprefix("/v1/payments/"))
-        with self._payments_lock:
-            payment = self.payments.get(payment_key)
-            if payment is None:
-                return Response(
-                    404, {"code": "NOT_FOUND_PAYMENT", "message": "존재하지 않는 결제 정보 입니다."}
-                )
-            self.events.append({"payment_key": payment_key, "status": payment.get("status")})
-            return Response(200, payment)
-
-    def summarize(self, event: dict[str, Any]) -> dict[str, Any]:
-        return dict(event)
+        payment = self.read_payment(payment_key)
+        if payment is None:
+            return Response(404, {"code": "NOT_FOUND_PAYMENT", "message": "존재하지 않는 결제 정보 입니다."})
+        return Response(200, payment)

@@ -9,7 +9,6 @@ dependencies; this benchmark needs the dev venv.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 from bench import common, fixtures
@@ -53,21 +52,14 @@ def check_outputs_match(persons: list[Any]) -> int:
     return len(persons)
 
 
-def _cpu_per_event_us(function: Any, persons: list[Any]) -> float:
-    start = time.process_time_ns()
-    for person in persons:
-        function(person)
-    return (time.process_time_ns() - start) / len(persons) / 1000
-
-
 def run(count: int = 2000, repeats: int = 7) -> dict[str, Any]:
     persons = fixtures.people(count)
     checked = check_outputs_match(persons)  # also warms both (pycountry loads its database lazily)
     ours: list[float] = []
     sdk: list[float] = []
     for _ in range(repeats):  # interleaved, so drift on a shared machine hits both alike
-        ours.append(_cpu_per_event_us(ours_user_data, persons))
-        sdk.append(_cpu_per_event_us(sdk_user_data, persons))
+        ours.append(common.cpu_us_per_item(ours_user_data, persons))
+        sdk.append(common.cpu_us_per_item(sdk_user_data, persons))
     ours_us, sdk_us = common.median(ours), common.median(sdk)
     return {
         "events": count,

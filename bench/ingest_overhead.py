@@ -137,13 +137,6 @@ def api_event(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     }
 
 
-def _per_webhook_us(call: Any, items: list[Any]) -> float:
-    start = time.process_time_ns()
-    for item in items:
-        call(item)
-    return (time.process_time_ns() - start) / len(items) / 1000
-
-
 def run(count: int = 400, repeats: int = 5) -> dict[str, Any]:
     os.environ.update(ENV)
     from conversion_relay import ingest
@@ -192,21 +185,23 @@ def run(count: int = 400, repeats: int = 5) -> dict[str, Any]:
         handler(api_event(*fixtures.signed_webhooks(1)[0]))
         for _ in range(repeats):
             webhooks = fixtures.signed_webhooks(count)
-            samples["hmac"].append(_per_webhook_us(hmac_only, webhooks))
-            samples["verify"].append(_per_webhook_us(verify_only, webhooks))
+            samples["hmac"].append(common.cpu_us_per_item(hmac_only, webhooks))
+            samples["verify"].append(common.cpu_us_per_item(verify_only, webhooks))
             payloads = [stripe.parse(body) for _, body in webhooks]
-            samples["parse"].append(_per_webhook_us(stripe.parse, [body for _, body in webhooks]))
-            samples["to_events"].append(_per_webhook_us(stripe.to_events, payloads))
+            samples["parse"].append(common.cpu_us_per_item(stripe.parse, [body for _, body in webhooks]))
+            samples["to_events"].append(common.cpu_us_per_item(stripe.to_events, payloads))
             events_per_webhook = [stripe.to_events(payload) for payload in payloads]
-            samples["messages"].append(
-                _per_webhook_us(lambda events: [event.to_json() for event in events], events_per_webhook)
-            )
-            samples["log_line"].append(_per_webhook_us(log_line, events_per_webhook))
-            samples["receive"].append(_per_webhook_us(receive, webhooks))
+
+            def message_bodies(events: list[Any]) -> list[str]:
+                return [event.to_json() for event in events]
+
+            samples["messages"].append(common.cpu_us_per_item(message_bodies, events_per_webhook))
+            samples["log_line"].append(common.cpu_us_per_item(log_line, events_per_webhook))
+            samples["receive"].append(common.cpu_us_per_item(receive, webhooks))
             events = [api_event(*webhook) for webhook in fixtures.signed_webhooks(count)]
             sqs_before, writes_before = boundary.sqs.billed_requests, boundary.persistence.writes
             sink.bytes = 0
-            samples["handler"].append(_per_webhook_us(handler, events))
+            samples["handler"].append(common.cpu_us_per_item(handler, events))
             handler_log_bytes = sink.bytes / count
             sqs_per_webhook = (boundary.sqs.billed_requests - sqs_before) / count
             writes_per_webhook = (boundary.persistence.writes - writes_before) / count
